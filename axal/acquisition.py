@@ -1,0 +1,416 @@
+"""Acquisition strategies: score pool images from MC statistics, then pick k of them.
+
+Strategies see only per-pixel statistics (:class:`axal.mc_dropout.PixelStats`) and pooled
+features, never the model or trainer, so they are cheap to test and to swap from the config
+(``conf/strategy/*.yaml``). :func:`acquire` is the one place that runs the network: it streams
+the pool one image at a time through the MC engine and hands each image's statistics to the
+strategy (and to an optional ``on_image`` callback, e.g. to save uncertainty maps).
+
+Every score-based strategy reduces its per-pixel map to one number per image (``reduction``) and
+selects by ``sampling``: ``top`` (top-k), ``power`` (p ~ score^beta, Kirsch et al. 2021,
+arXiv 2106.12059; BALD + power = PowerBALD) or ``softrank`` (p ~ rank^-beta), the stochastic ones
+drawn without replacement by the Gumbel-top-k trick.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import zlib
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import torch
+from scipy import ndimage
+from torch import nn
+
+from .mc_dropout import PixelStats, image_features, mc_dropout_stats
+
+log = logging.getLogger(__name__)
+
+REDUCTIONS = ("sum", "mean", "top_percentile")
+SAMPLINGS = ("top", "power", "softrank")
+_EPS = 1e-12
+
+
+# --------------------------------------------------------------------------------------------
+# reductions and sampling
+# --------------------------------------------------------------------------------------------
+
+
+def reduce_map(
+    values: np.ndarray | torch.Tensor, reduction: str = "sum", percentile: float = 90.0
+) -> float:
+    """One number per image from a per-pixel map.
+
+    ``sum`` is the paper's (it favours large images), ``mean`` is size-neutral, and
+    ``top_percentile`` is the mean of the pixels at or above the ``percentile``-th percentile, so
+    a few very uncertain regions are not diluted by a sea of easy background.
+    """
+    v = values.detach().double().cpu().numpy() if torch.is_tensor(values) else np.asarray(values)
+    v = v.astype(np.float64).ravel()
+    if v.size == 0:
+        raise ValueError("cannot reduce an empty uncertainty map")
+    if reduction == "sum":
+        return float(v.sum())
+    if reduction == "mean":
+        return float(v.mean())
+    if reduction == "top_percentile":
+        if not 0.0 <= percentile <= 100.0:
+            raise ValueError(f"strategy.percentile={percentile} must be in [0, 100]")
+        q = np.percentile(v, percentile)
+        return float(v[v >= q].mean())
+    raise ValueError(f"strategy.reduction={reduction!r} is not one of {', '.join(REDUCTIONS)}")
+
+
+def _ranked(scores: Mapping[str, float]) -> list[str]:
+    """Ids by decreasing score, ties broken by id so the order never depends on dict order."""
+    return sorted(scores, key=lambda i: (-scores[i], i))
+
+
+def sample_ids(
+    scores: Mapping[str, float],
+    k: int,
+    rng: np.random.Generator,
+    sampling: str = "top",
+    beta: float = 1.0,
+) -> list[str]:
+    """Pick ``k`` ids from ``scores`` (higher = more informative) by ``sampling``.
+
+    ``power``: without replacement with p ~ max(score, eps)^beta; ``softrank``: p ~ rank^-beta
+    (rank 1 = highest score). Both use Gumbel-top-k (top-k of log p + Gumbel noise), which is
+    exactly sequential sampling without replacement, seeded by ``rng``.
+    """
+    _check_k(k, len(scores))
+    bad = [i for i, s in scores.items() if not math.isfinite(s)]
+    if bad:
+        raise ValueError(f"non-finite acquisition score for image {bad[0]!r}")
+    ranked = _ranked(scores)
+    if sampling == "top":
+        return ranked[:k]
+    if beta < 0:
+        raise ValueError(f"strategy.beta={beta} must be >= 0")
+    if sampling == "power":
+        s = np.array([scores[i] for i in ranked], dtype=np.float64)
+        logp = beta * np.log(np.clip(s, _EPS, None))
+    elif sampling == "softrank":
+        logp = -beta * np.log(np.arange(1, len(ranked) + 1, dtype=np.float64))
+    else:
+        raise ValueError(f"strategy.sampling={sampling!r} is not one of {', '.join(SAMPLINGS)}")
+    keys = logp + rng.gumbel(size=len(ranked))
+    order = np.argsort(-keys, kind="stable")[:k]
+    return [ranked[j] for j in order]
+
+
+def k_center_greedy(
+    features: np.ndarray,
+    k: int,
+    centers: np.ndarray | None = None,
+    first: int = 0,
+) -> list[int]:
+    """Greedy k-center (Sener & Savarese 2018): repeatedly take the point farthest from all centers.
+
+    ``features`` (N, D) are the candidates, ``centers`` (M, D) already-covered points (the
+    labelled set). Without centers the first pick is index ``first``. Returns candidate indices.
+    """
+    x = np.asarray(features, dtype=np.float64)
+    n = len(x)
+    if not 1 <= k <= n:
+        raise ValueError(f"k={k} must be in [1, {n}]")
+    picks: list[int] = []
+    mind = np.full(n, np.inf)
+    if centers is not None and len(centers):
+        c = np.asarray(centers, dtype=np.float64)
+        for row in c:  # streaming over centers keeps memory at O(N)
+            mind = np.minimum(mind, np.linalg.norm(x - row, axis=1))
+    else:
+        picks.append(first)
+        mind = np.linalg.norm(x - x[first], axis=1)
+    while len(picks) < k:
+        mind[picks] = -1.0  # never re-pick (also covers exact duplicates once all else is taken)
+        j = int(np.argmax(mind))
+        picks.append(j)
+        mind = np.minimum(mind, np.linalg.norm(x - x[j], axis=1))
+    return picks
+
+
+def _check_k(k: int, n: int) -> None:
+    if k < 1:
+        raise ValueError(f"al.per_round={k} must be at least 1")
+    if k > n:
+        raise ValueError(f"al.per_round={k} but the pool holds {n} images")
+
+
+# --------------------------------------------------------------------------------------------
+# strategies
+# --------------------------------------------------------------------------------------------
+
+
+class Strategy:
+    """Base: a per-pixel map, reduced per image, then sampled. Subclasses define ``pixel_map``."""
+
+    name = "strategy"
+    needs_mc = True  # run the MC engine on every pool image
+    needs_features = False  # select() needs pooled features (and the labelled set's)
+
+    def __init__(
+        self,
+        reduction: str = "sum",
+        percentile: float = 90.0,
+        sampling: str = "top",
+        beta: float = 1.0,
+        name: str | None = None,
+    ) -> None:
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"strategy.reduction={reduction!r} is not one of {REDUCTIONS}")
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"strategy.sampling={sampling!r} is not one of {SAMPLINGS}")
+        self.reduction = reduction
+        self.percentile = float(percentile)
+        self.sampling = sampling
+        self.beta = float(beta)
+        if name is not None:
+            self.name = name
+
+    def pixel_map(self, stats: PixelStats) -> torch.Tensor:
+        """(H, W) per-pixel informativeness; also what uncertainty figures show."""
+        raise NotImplementedError
+
+    def score(self, stats: PixelStats) -> float:
+        return reduce_map(self.pixel_map(stats), self.reduction, self.percentile)
+
+    def select(
+        self,
+        scores: Mapping[str, float],
+        k: int,
+        rng: np.random.Generator,
+        features: Mapping[str, np.ndarray] | None = None,
+        labelled_features: np.ndarray | None = None,
+    ) -> list[str]:
+        return sample_ids(scores, k, rng, self.sampling, self.beta)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, {self.reduction}, {self.sampling})"
+
+
+class Random(Strategy):
+    """Uniform random baseline: no scoring pass at all."""
+
+    name = "random"
+    needs_mc = False
+
+    def __init__(self, name: str | None = None, **_: object) -> None:
+        super().__init__(name=name)
+
+    def pixel_map(self, stats: PixelStats) -> torch.Tensor:
+        return torch.zeros_like(stats.entropy)
+
+    def select(self, scores, k, rng, features=None, labelled_features=None) -> list[str]:
+        ids = sorted(scores)
+        _check_k(k, len(ids))
+        return [ids[j] for j in rng.choice(len(ids), size=k, replace=False)]
+
+
+def edt_weight(prediction: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Range-normalised distance of each pixel to the predicted foreground boundary, in [0, 1].
+
+    The paper's ``apply_edt``: uncertainty right at object edges is expected (annotators
+    disagree there too), so pixels far from any predicted edge weigh more. The distance is the
+    EDT of the foreground mask plus that of its complement (each pixel's distance to the other
+    side), min-max normalised; a mask without any edge gives uniform weight 1.
+    """
+    fg = np.asarray(prediction.cpu() if torch.is_tensor(prediction) else prediction) > 0
+    if fg.all() or not fg.any():
+        return np.ones(fg.shape, dtype=np.float64)
+    dist = ndimage.distance_transform_edt(fg) + ndimage.distance_transform_edt(~fg)
+    lo, hi = float(dist.min()), float(dist.max())
+    return (dist - lo) / (hi - lo) if hi > lo else np.ones(fg.shape, dtype=np.float64)
+
+
+class MCDropout(Strategy):
+    """The paper's score: MC variance of the foreground probability (C>2: summed over classes)."""
+
+    name = "mc_dropout"
+
+    def __init__(self, apply_edt: bool = False, **kw) -> None:
+        super().__init__(**kw)
+        self.apply_edt = bool(apply_edt)
+
+    def pixel_map(self, stats: PixelStats) -> torch.Tensor:
+        var = stats.var[1] if stats.var.shape[0] == 2 else stats.var.sum(0)
+        if self.apply_edt:
+            w = torch.from_numpy(edt_weight(stats.prediction)).to(var.dtype)
+            var = var * w
+        return var
+
+
+class Entropy(Strategy):
+    """Predictive entropy of the mean probability (total uncertainty, aleatoric included)."""
+
+    name = "entropy"
+
+    def pixel_map(self, stats: PixelStats) -> torch.Tensor:
+        return stats.entropy
+
+
+class BALD(Strategy):
+    """Mutual information between prediction and weights: disagreement between MC samples."""
+
+    name = "bald"
+
+    def pixel_map(self, stats: PixelStats) -> torch.Tensor:
+        return stats.mutual_info
+
+
+class Margin(Strategy):
+    """1 - (top1 - top2) of the mean probabilities: small margins = near the decision boundary."""
+
+    name = "margin"
+
+    def pixel_map(self, stats: PixelStats) -> torch.Tensor:
+        top2 = stats.mean.topk(2, dim=0).values
+        return 1.0 - (top2[0] - top2[1])
+
+
+_BASES: dict[str, type[Strategy]] = {
+    "mc_dropout": MCDropout,
+    "entropy": Entropy,
+    "bald": BALD,
+    "margin": Margin,
+}
+
+
+def _feature_matrix(ids: list[str], features: Mapping[str, np.ndarray] | None) -> np.ndarray:
+    if features is None or any(i not in features for i in ids):
+        missing = [i for i in ids if features is None or i not in features]
+        raise ValueError(f"this strategy needs pooled features; none for image {missing[0]!r}")
+    return np.stack([np.asarray(features[i], dtype=np.float64).ravel() for i in ids])
+
+
+class Coreset(Strategy):
+    """k-center greedy on pooled features over labelled + pool: covers the feature space.
+
+    Needs no MC sampling: features come from one deterministic prefix pass
+    (:func:`axal.mc_dropout.image_features`). Pass the labelled set's features as
+    ``labelled_features`` (``acquire`` computes them from ``labelled_images``); without them the
+    first center is the first pool id in sorted order. ``reduction``/``sampling`` are unused.
+    """
+
+    name = "coreset"
+    needs_mc = False
+    needs_features = True
+
+    def pixel_map(self, stats: PixelStats) -> torch.Tensor:
+        return stats.mutual_info  # only for figures; selection ignores it
+
+    def select(self, scores, k, rng, features=None, labelled_features=None) -> list[str]:
+        ids = sorted(scores)
+        _check_k(k, len(ids))
+        x = _feature_matrix(ids, features)
+        return [ids[j] for j in k_center_greedy(x, k, labelled_features)]
+
+
+class Hybrid(Strategy):
+    """Uncertainty then diversity: keep the ``prefilter`` most uncertain by ``base``, then k-center.
+
+    ``prefilter``: int = that many images, float in (0, 1] = that share of the pool, None = 3k.
+    Two near-identical uncertain images would both top a pure uncertainty ranking; the k-center
+    step takes only one of them. Without labelled features, the first center is the top score.
+    """
+
+    name = "hybrid"
+    needs_features = True
+
+    def __init__(self, base: str = "bald", prefilter: int | float | None = None, **kw) -> None:
+        if base not in _BASES:
+            raise ValueError(f"strategy.base={base!r} is not one of {sorted(_BASES)}")
+        base_kw = {k: v for k, v in kw.items() if k != "name"}
+        super().__init__(**kw)
+        self.base = _BASES[base](**base_kw)
+        self.prefilter = prefilter
+
+    def pixel_map(self, stats: PixelStats) -> torch.Tensor:
+        return self.base.pixel_map(stats)
+
+    def _n_candidates(self, k: int, n: int) -> int:
+        p = self.prefilter
+        if p is None:
+            m = 3 * k
+        elif isinstance(p, float) and p <= 1:
+            if p <= 0:
+                raise ValueError(f"strategy.prefilter={p} as a share must be in (0, 1]")
+            m = math.ceil(p * n)
+        else:
+            m = int(p)
+        return min(n, max(k, m))
+
+    def select(self, scores, k, rng, features=None, labelled_features=None) -> list[str]:
+        _check_k(k, len(scores))
+        cand = _ranked(scores)[: self._n_candidates(k, len(scores))]
+        x = _feature_matrix(cand, features)
+        return [cand[j] for j in k_center_greedy(x, k, labelled_features, first=0)]
+
+
+# --------------------------------------------------------------------------------------------
+# the acquisition loop
+# --------------------------------------------------------------------------------------------
+
+
+def image_seed(seed: int, image_id: str) -> int:
+    """Per-image MC seed: stable across runs and independent of the pool's other members."""
+    return (int(seed) * 1_000_003 + zlib.crc32(image_id.encode())) % (2**63 - 1)
+
+
+def acquire(
+    strategy: Strategy,
+    net: nn.Module,
+    images: Mapping[str, np.ndarray | torch.Tensor],
+    k: int,
+    *,
+    mc_samples: int,
+    seed: int,
+    patch: int = 256,
+    overlap: int = 32,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+    on_image: Callable[[str, PixelStats], None] | None = None,
+    labelled_images: Mapping[str, np.ndarray | torch.Tensor] | None = None,
+    tile_batch: int = 4,
+    sample_chunk: int = 10,
+) -> tuple[list[str], dict[str, float]]:
+    """Score every pool image (one at a time) and pick ``k`` ids; returns (picks, scores).
+
+    ``random`` runs no pass and returns empty scores; ``coreset`` runs only the deterministic
+    prefix (features) on the pool and on ``labelled_images``; the others run the MC engine with
+    ``mc_samples`` passes and a per-image seed derived from ``seed``, call ``on_image(id, stats)``
+    (e.g. to save the uncertainty maps of the chosen images later without recomputing) and drop
+    the stats before the next image. The network's train/eval modes are restored afterwards.
+    """
+    _check_k(k, len(images))
+    rng = np.random.default_rng(seed)
+    ids = sorted(images)
+    if not strategy.needs_mc and not strategy.needs_features:
+        return strategy.select({i: 0.0 for i in ids}, k, rng), {}
+    kw = dict(patch=patch, overlap=overlap, tile_batch=tile_batch, device=device)
+    labelled = None
+    if strategy.needs_features and labelled_images:
+        labelled = np.stack([image_features(net, labelled_images[i], **kw)
+                             for i in sorted(labelled_images)])
+    scores: dict[str, float] = {}
+    features: dict[str, np.ndarray] = {}
+    for n, i in enumerate(ids, 1):
+        if strategy.needs_mc:
+            stats = mc_dropout_stats(net, images[i], T=mc_samples, sample_chunk=sample_chunk,
+                                     seed=image_seed(seed, i), **kw)
+            scores[i] = strategy.score(stats)
+            features[i] = stats.features
+            if on_image is not None:
+                on_image(i, stats)
+            del stats
+        else:
+            scores[i] = 0.0
+            features[i] = image_features(net, images[i], **kw)
+        if progress:
+            log.info("acquisition %s: %d/%d images scored", strategy.name, n, len(ids))
+    picks = strategy.select(scores, k, rng, features=features, labelled_features=labelled)
+    return picks, (scores if strategy.needs_mc else {})

@@ -1,0 +1,37 @@
+"""Data package: readers, dataset sources, synthetic data and subject-wise splits."""
+
+from .io import (
+    AXON,
+    BACKGROUND,
+    MYELIN,
+    DataError,
+    Sample,
+    classes_from_axon_myelin,
+    classes_from_axonmyelin,
+    read_image,
+    read_mask,
+    resample,
+)
+from .sources import DATASETS, load_bids, load_dataset, load_folder, locate_dataset
+from .splits import split_by_subject
+from .synthetic import make_synthetic
+
+__all__ = [
+    "AXON",
+    "BACKGROUND",
+    "DATASETS",
+    "MYELIN",
+    "DataError",
+    "Sample",
+    "classes_from_axon_myelin",
+    "classes_from_axonmyelin",
+    "load_bids",
+    "load_dataset",
+    "load_folder",
+    "locate_dataset",
+    "make_synthetic",
+    "read_image",
+    "read_mask",
+    "resample",
+    "split_by_subject",
+]

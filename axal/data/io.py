@@ -1,0 +1,174 @@
+"""Reading EM images and masks robustly, and the `Sample` record shared by the package.
+
+Real datasets mix PNG modes (L, LA, RGB, P, 16-bit) and anti-aliased masks; everything is
+normalised here so the rest of the code only sees float32 images in [0, 1] and class masks.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+BACKGROUND, MYELIN, AXON = 0, 1, 2
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+class DataError(ValueError):
+    """Bad input data or data setting; the message names the offending file or setting."""
+
+
+@dataclass
+class Sample:
+    """One labelled image, already normalised (see module docstring)."""
+
+    id: str
+    subject: str
+    image: np.ndarray  # float32, HxW, [0, 1]
+    mask: np.ndarray  # uint8, HxW, 0 background / 1 myelin / 2 axon
+    pixel_size: float | None  # micrometres per pixel
+    path: str
+
+
+def _read_array(path: Path) -> np.ndarray:
+    """Decode a file into a numpy array, turning every decoder failure into a DataError."""
+    if not path.is_file():
+        raise DataError(f"image file not found: {path}")
+    try:
+        if path.suffix.lower() in TIFF_SUFFIXES:
+            import tifffile
+
+            return np.asarray(tifffile.imread(path))
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            if mode == "1":
+                return np.asarray(im.convert("L"))
+            if mode in ("P", "PA"):
+                return np.asarray(im.convert("RGBA"))
+            if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+                return np.asarray(im.convert("RGB"))
+            if mode.startswith("I;16"):
+                return np.asarray(im).astype(np.uint16)  # normalises byte order
+            return np.asarray(im)
+    except DataError:
+        raise
+    except Exception as exc:  # PIL/tifffile raise many types for corrupt files
+        raise DataError(f"cannot read image file {path}: {exc}") from exc
+
+
+def _to_grey(arr: np.ndarray, path: Path) -> tuple[np.ndarray, float]:
+    """Collapse channels to one grey plane (alpha ignored) and return it with its full-scale value."""
+    if arr.ndim == 3 and arr.shape[0] in (1, 2, 3, 4) and arr.shape[-1] > 4:
+        arr = np.moveaxis(arr, 0, -1)  # planar TIFF (C, H, W)
+    if arr.ndim == 3 and arr.shape[-1] in (1, 2):
+        arr = arr[..., 0]  # grey or grey + alpha
+    elif arr.ndim == 3 and arr.shape[-1] in (3, 4):
+        rgb = arr[..., :3].astype(np.float64)
+        grey = rgb @ np.array([0.299, 0.587, 0.114])  # ITU-R 601 luminance, as PIL's convert("L")
+        return grey, _full_scale(arr, path)
+    if arr.ndim != 2:
+        raise DataError(f"{path}: expected a 2-D grey or colour image, got shape {arr.shape}")
+    return arr.astype(np.float64), _full_scale(arr, path)
+
+
+def _full_scale(arr: np.ndarray, path: Path) -> float:
+    """Value that maps to 1.0: the dtype maximum, so 16-bit data is not mistaken for 8-bit."""
+    if arr.dtype == bool:
+        return 1.0
+    if np.issubdtype(arr.dtype, np.unsignedinteger):
+        return float(np.iinfo(arr.dtype).max)
+    if np.issubdtype(arr.dtype, np.signedinteger):
+        # PIL mode "I" (32-bit) holds 16-bit PNGs in older Pillow versions
+        if arr.size and arr.min() >= 0 and arr.max() <= 65535:
+            return 65535.0
+        return float(np.iinfo(arr.dtype).max)
+    if np.issubdtype(arr.dtype, np.floating):
+        lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 1.0)
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise DataError(f"{path}: image contains NaN or infinite values")
+        return max(1.0, hi)
+    raise DataError(f"{path}: unsupported pixel type {arr.dtype}")
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an EM image as float32 HxW grey in [0, 1], whatever its file mode."""
+    path = Path(path)
+    grey, scale = _to_grey(_read_array(path), path)
+    out = grey / scale
+    if out.size and out.min() < 0:  # signed or negative float data: stretch to [0, 1]
+        lo, hi = out.min(), out.max()
+        out = (out - lo) / (hi - lo) if hi > lo else np.zeros_like(out)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """Read a label file as uint8 HxW raw grey values (0..255), whatever its file mode."""
+    path = Path(path)
+    grey, scale = _to_grey(_read_array(path), path)
+    if scale != 255.0:
+        grey = grey * (255.0 / scale)
+    return np.clip(np.rint(grey), 0, 255).astype(np.uint8)
+
+
+def classes_from_axonmyelin(raw: np.ndarray) -> np.ndarray:
+    """Map axonmyelin grey values to classes by the nearest of 0 / 127 / 255.
+
+    Nearest-value mapping (not equality) because some real masks are anti-aliased
+    (e.g. 128, 130, 233) and equality would silently drop those pixels to background.
+    """
+    raw = np.asarray(raw)
+    if raw.ndim != 2:
+        raise DataError(f"axonmyelin mask must be 2-D, got shape {raw.shape}")
+    out = np.zeros(raw.shape, dtype=np.uint8)
+    out[raw >= 64] = MYELIN  # midpoint of 0 and 127 is 63.5
+    out[raw >= 192] = AXON  # midpoint of 127 and 255 is 191
+    return out
+
+
+def classes_from_axon_myelin(axon_raw: np.ndarray, myelin_raw: np.ndarray) -> np.ndarray:
+    """Combine separate binary (0/255) axon and myelin masks; axon wins where both are set."""
+    if axon_raw.shape != myelin_raw.shape:
+        raise DataError(
+            f"axon and myelin masks differ in shape: {axon_raw.shape} vs {myelin_raw.shape}"
+        )
+    out = np.zeros(axon_raw.shape, dtype=np.uint8)
+    out[myelin_raw >= 128] = MYELIN
+    out[axon_raw >= 128] = AXON
+    return out
+
+
+def resample(sample: Sample, pixel_size: float) -> Sample:
+    """Rescale a sample to a target pixel size so datasets of different scales can be mixed.
+
+    Image: antialiased bilinear (area-like when shrinking); mask: nearest, so classes stay exact.
+    """
+    try:
+        target = float(pixel_size)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"dataset.pixel_size must be a number, got {pixel_size!r}") from exc
+    if not math.isfinite(target) or target <= 0:
+        raise DataError(
+            f"dataset.pixel_size must be > 0 (micrometres per pixel), got {pixel_size!r}"
+        )
+    if sample.pixel_size is None or math.isclose(sample.pixel_size, target, rel_tol=1e-9):
+        return sample
+    factor = sample.pixel_size / target
+    h, w = sample.image.shape
+    new_h, new_w = max(1, round(h * factor)), max(1, round(w * factor))
+    if (new_h, new_w) == (h, w):
+        return replace(sample, pixel_size=target)
+    img = Image.fromarray(np.ascontiguousarray(sample.image, dtype=np.float32))
+    img = img.resize((new_w, new_h), Image.Resampling.BILINEAR)
+    msk = Image.fromarray(np.ascontiguousarray(sample.mask, dtype=np.uint8))
+    msk = msk.resize((new_w, new_h), Image.Resampling.NEAREST)
+    image = np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
+    return replace(
+        sample, image=image, mask=np.asarray(msk, dtype=np.uint8).copy(), pixel_size=target
+    )

@@ -1,0 +1,299 @@
+"""The active-learning loop: rounds of train -> test -> acquire, recorded in results.json.
+
+One round trains a fresh U-Net (``al.reinit``) on the labelled pool with Lightning, evaluates
+it on the test set, and lets the :class:`AcquisitionCallback` label the best-scored pool images.
+After every round ``results.json`` and the round's checkpoint are written atomically, so a run
+killed in round k loses at most round k and ``resume=<run dir>`` continues from there. Every
+random choice of round r is seeded from ``(seed, r)`` alone: a resumed run makes the same
+choices as an uninterrupted one, and every strategy starts from the same split, initial set and
+initial weights for a given seed (comparisons are paired by seed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from axal.acquisition import Strategy
+from axal.atomic import atomic_write_json
+from axal.callbacks import AcquisitionCallback
+from axal.data import DataError, load_dataset, split_by_subject
+from axal.networks import PLACEMENTS
+from axal.pools import TASKS, ActiveDataModule
+from axal.tracking import finish, log_round, make_logger
+
+log = logging.getLogger("axal")
+RESULTS = "results.json"
+CONTRACT_KEYS = ("dataset", "task", "strategy", "seed")
+
+
+def round_seed(seed: int, round_index: int) -> int:
+    return seed * 1000 + round_index
+
+
+def load_samples(cfg: DictConfig) -> list:
+    d = cfg.dataset
+    return load_dataset(
+        d.name,
+        root=d.get("root"),
+        pixel_size=d.get("pixel_size"),
+        n_images=d.get("n_images", 12),
+        size=d.get("size", 128),
+        n_subjects=d.get("n_subjects", 6),
+        seed=d.get("synthetic_seed", 0),
+    )
+
+
+def make_splits(cfg: DictConfig, samples: list) -> dict[str, list[str]]:
+    return split_by_subject(
+        samples,
+        n_test=cfg.dataset.test_subjects,
+        n_val=cfg.dataset.val_subjects,
+        n_initial=cfg.al.initial,
+        seed=cfg.seed,
+    )
+
+
+def build_model(cfg: DictConfig, n_classes: int) -> L.LightningModule:
+    net = instantiate(cfg.model.net, classes=n_classes)
+    return instantiate(cfg.model.module, net=net, n_classes=n_classes)
+
+
+def build_strategy(cfg: DictConfig) -> Strategy:
+    params = OmegaConf.to_container(cfg.strategy, resolve=True)
+    params.pop("name", None)
+    return instantiate(params)
+
+
+def strategy_label(cfg: DictConfig) -> str:
+    return str(cfg.strategy.get("name") or cfg.strategy._target_.rsplit(".", 1)[-1].lower())
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Fail early, naming the setting, before anything is computed."""
+    if cfg.task not in TASKS:
+        raise ValueError(f"task={cfg.task!r} is not one of {', '.join(TASKS)}")
+    for key in ("initial", "per_round", "rounds", "mc_samples"):
+        value = cfg.al[key]
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"al.{key}={value!r} must be a positive integer")
+    if cfg.trainer.max_epochs < 1:
+        raise ValueError(f"trainer.max_epochs={cfg.trainer.max_epochs} must be >= 1")
+    placement = cfg.model.get("dropout_placement", "paper")
+    if placement not in PLACEMENTS:
+        raise ValueError(
+            f"model.dropout_placement={placement!r} is not one of {', '.join(PLACEMENTS)}"
+        )
+    if cfg.dataset.patch_size % 32 or cfg.dataset.patch_size < 32:
+        raise ValueError(
+            f"dataset.patch_size={cfg.dataset.patch_size} must be a positive multiple of 32"
+        )
+
+
+def _new_results(cfg: DictConfig, splits: dict[str, list[str]]) -> dict[str, Any]:
+    return {
+        "dataset": str(cfg.dataset.name),
+        "task": str(cfg.task),
+        "strategy": strategy_label(cfg),
+        "seed": int(cfg.seed),
+        "label": str(cfg.get("label") or strategy_label(cfg)),
+        "splits": splits,
+        "rounds": [],
+        "finished": False,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+
+
+def _load_previous(run_dir: Path, cfg: DictConfig) -> dict[str, Any]:
+    path = run_dir / RESULTS
+    if not path.exists():
+        raise FileNotFoundError(f"resume={run_dir}: no {RESULTS} there to resume from")
+    try:
+        results = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"resume={run_dir}: {path} is not valid JSON ({err})") from err
+    expected = _new_results(cfg, {})
+    for key in CONTRACT_KEYS:
+        if results.get(key) != expected[key]:
+            raise ValueError(
+                f"resume={run_dir}: the saved run has {key}={results.get(key)!r} but this "
+                f"command asks for {key}={expected[key]!r}"
+            )
+    return results
+
+
+def _restore_pools(dm: ActiveDataModule, results: dict[str, Any]) -> None:
+    """Labelled = the last finished round's labelled set plus what it selected."""
+    last = results["rounds"][-1]
+    labelled = list(last["labelled"]) + list(last["selected"])
+    chosen = set(labelled)
+    pool = results["splits"]["initial"] + results["splits"]["pool"]
+    dm.load_state_dict(
+        {
+            "labelled": labelled,
+            "unlabelled": [i for i in pool if i not in chosen],
+            "test": results["splits"]["test"],
+            "val": results["splits"]["val"],
+        }
+    )
+
+
+def _trainer(cfg: DictConfig, callbacks: list[L.Callback], has_val: bool) -> L.Trainer:
+    t = cfg.trainer
+    return L.Trainer(
+        max_epochs=t.max_epochs,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        precision=t.get("precision", "32-true"),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=t.get("progress", True),
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=1.0 if has_val else 0,
+        check_val_every_n_epoch=t.get("check_val_every_n_epoch", 5),
+        callbacks=callbacks,
+        deterministic=t.get("deterministic", False),
+    )
+
+
+def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+    """Run (or resume) a whole simulation in ``run_dir``; return the results dict."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    check_config(cfg)
+    strategy = build_strategy(cfg)
+    if strategy.needs_mc and (
+        cfg.model.get("dropout_placement") == "none" or not cfg.model.get("dropout_rate")
+    ):
+        raise ValueError(
+            f"strategy={strategy_label(cfg)} needs MC dropout, but model.dropout_placement="
+            f"{cfg.model.get('dropout_placement')} and model.dropout_rate="
+            f"{cfg.model.get('dropout_rate')} leave the network without dropout"
+        )
+    if cfg.trainer.get("num_threads"):
+        torch.set_num_threads(int(cfg.trainer.num_threads))
+    samples = load_samples(cfg)
+    n_classes = TASKS[cfg.task]
+    resume = cfg.get("resume")
+    if resume:
+        results = _load_previous(run_dir, cfg)
+        splits = results["splits"]
+    else:
+        splits = make_splits(cfg, samples)
+        results = _new_results(cfg, splits)
+    dm = ActiveDataModule(
+        samples,
+        splits,
+        task=cfg.task,
+        patch_size=cfg.dataset.patch_size,
+        patches_per_epoch=cfg.dataset.patches_per_epoch,
+        batch_size=cfg.dataset.batch_size,
+        num_workers=cfg.dataset.get("num_workers", 0),
+        augment=cfg.dataset.get("augment", True),
+    )
+    if results["rounds"]:
+        _restore_pools(dm, results)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    atomic_write_json(run_dir / RESULTS, results)
+    if results["finished"]:
+        log.info("%s already finished: nothing to do", run_dir / RESULTS)
+        return results
+
+    label = strategy_label(cfg)
+    logger = make_logger(
+        OmegaConf.to_container(cfg.logger, resolve=True) if cfg.get("logger") else None,
+        run_dir,
+        results["config"],
+        name=f"{cfg.dataset.name}-{label}-seed{cfg.seed}",
+        group=f"{cfg.dataset.name}/{label}",
+        tags=[f"seed={cfg.seed}", f"dataset={cfg.dataset.name}", f"strategy={label}"],
+    )
+    status = "failed"
+    try:
+        _rounds(cfg, run_dir, dm, strategy, results, n_classes, logger)
+        status = "success"
+    finally:
+        finish(logger, status)
+    return results
+
+
+def _rounds(
+    cfg: DictConfig,
+    run_dir: Path,
+    dm: ActiveDataModule,
+    strategy: Strategy,
+    results: dict[str, Any],
+    n_classes: int,
+    logger: Any,
+) -> None:
+    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir.mkdir(exist_ok=True)
+    start = len(results["rounds"])
+    for r in range(start, cfg.al.rounds):
+        L.seed_everything(round_seed(cfg.seed, r), workers=True, verbose=False)
+        model = build_model(cfg, n_classes)
+        if r > 0 and not cfg.al.reinit:
+            state = torch.load(ckpt_dir / f"round-{r - 1}.ckpt", map_location="cpu")
+            model.load_state_dict(state["state_dict"])
+        last = r == cfg.al.rounds - 1 or not dm.unlabelled
+        callback = AcquisitionCallback(
+            strategy,
+            per_round=cfg.al.per_round,
+            mc_samples=cfg.al.mc_samples,
+            seed=cfg.seed,
+            round_index=r,
+            maps_dir=run_dir / "maps",
+            n_fixed_maps=cfg.al.get("n_fixed_maps", 2),
+            sample_chunk=cfg.al.get("sample_chunk", 10),
+            progress=cfg.trainer.get("progress", True),
+        )
+        trainer = _trainer(cfg, [] if last else [callback], has_val=bool(dm.val))
+        labelled = list(dm.labelled)
+        t0 = time.perf_counter()
+        trainer.fit(model, datamodule=dm)
+        train_seconds = time.perf_counter() - t0
+        trainer.test(model, datamodule=dm, verbose=False)
+        record = {
+            "round": r,
+            "n_labelled": len(labelled),
+            "labelled": labelled,
+            "selected": callback.selected,
+            "scores": callback.scores,
+            "test": model.test_metrics,
+            "train_loss": _float(trainer.callback_metrics.get("train_loss")),
+            "train_seconds": round(train_seconds, 3),
+            "acquire_seconds": round(callback.seconds, 3),
+            "uncertainty_maps": [str(Path(p).relative_to(run_dir)) for p in callback.maps],
+        }
+        # checkpoint first, then the results that point at it, then drop the older checkpoint
+        trainer.save_checkpoint(ckpt_dir / f"round-{r}.ckpt")
+        results["rounds"].append(record)
+        results["finished"] = last
+        atomic_write_json(run_dir / RESULTS, results)
+        for old in ckpt_dir.glob("round-*.ckpt"):
+            if old.name != f"round-{r}.ckpt":
+                old.unlink()
+        log_round(logger, record, callback.maps)
+        log.info(
+            "round %d | labelled %d | test dice %.4f | train %.1fs | acquire %.1fs | picked %s",
+            r, len(labelled), record["test"]["dice"], train_seconds, callback.seconds,
+            ",".join(callback.selected) or "-",
+        )
+        if results["finished"]:
+            break
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+__all__ = ["run", "DataError"]

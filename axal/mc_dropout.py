@@ -1,0 +1,438 @@
+"""MC-dropout engine: per-pixel predictive statistics of one image, T stochastic passes cheaply.
+
+Dropout only sits in part of the network (``axal.networks``: ``dropout_placement``), and every
+stage before the first dropout layer is deterministic. So for each batch of tiles the *prefix*
+runs once, its output state is repeated along the batch for ``sample_chunk`` samples at a time,
+and only the *suffix* runs T times. Statistics are accumulated online (running sums of p, p^2
+and the per-sample entropy), so memory is bounded by ``sample_chunk`` whatever T is, and only one
+image's maps exist at a time.
+
+The naive whole-network path (baal's way: the input repeated in the batch) goes through the very
+same accumulation code with an empty prefix; because the prefix consumes no random numbers, both
+paths draw identical dropout masks for the same seed and chunking, which the tests exploit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .tiling import blend_weight, pad_to, tile_starts
+
+State = tuple[torch.Tensor, ...]
+_DROPOUT = nn.modules.dropout._DropoutNd  # Dropout, Dropout1d/2d/3d, AlphaDropout, ...
+_EPS = 1e-12
+
+
+# --------------------------------------------------------------------------------------------
+# modes and stage splitting
+# --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def mc_mode(net: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode (BatchNorm on running stats) with every dropout layer sampling; restores modes."""
+    modes = [(m, m.training) for m in net.modules()]
+    net.eval()
+    for m in net.modules():
+        if isinstance(m, _DROPOUT):
+            m.train()
+    try:
+        yield net
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+@contextlib.contextmanager
+def eval_mode(net: nn.Module) -> Iterator[nn.Module]:
+    """Plain eval mode, restoring each module's previous mode on exit."""
+    modes = [(m, m.training) for m in net.modules()]
+    net.eval()
+    try:
+        yield net
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+class _Whole(nn.Module):
+    """Adapter: a network without ``stages`` as a single stage on the state ``(x,)``."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, state: State) -> State:
+        return (self.net(state[0]),)
+
+
+def _stages(net: nn.Module) -> list[nn.Module]:
+    stages = getattr(net, "stages", None)
+    return list(stages) if stages is not None else [_Whole(net)]
+
+
+def _has_dropout(module: nn.Module) -> bool:
+    return any(isinstance(m, _DROPOUT) and m.p > 0 for m in module.modules())
+
+
+def split_stages(net: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
+    """(prefix, suffix): the stages before the first one holding active dropout, and the rest.
+
+    A network without ``stages`` is one opaque stage, so nothing is cached. Without any active
+    dropout the suffix is empty (see :func:`check_mc_capable`).
+    """
+    stages = _stages(net)
+    for i, stage in enumerate(stages):
+        if _has_dropout(stage):
+            return stages[:i], stages[i:]
+    return stages, []
+
+
+def check_mc_capable(net: nn.Module) -> None:
+    """Raise if the network has no active dropout: all T MC passes would then be identical."""
+    if not split_stages(net)[1]:
+        raise ValueError(
+            "the network has no active dropout layer, so every MC-dropout pass would be "
+            "identical; set model.dropout_placement to paper/decoder/head (not none) and "
+            "model.dropout_rate > 0, or use a strategy that needs no MC sampling (random, coreset)"
+        )
+
+
+def run_stages(stages: Sequence[nn.Module], state: State) -> State:
+    for stage in stages:
+        state = stage(state)
+    return state
+
+
+# --------------------------------------------------------------------------------------------
+# statistics
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PixelStats:
+    """Per-pixel MC statistics of one image (CPU tensors) and its pooled feature vector.
+
+    ``features``: global average pool of every tensor of the cached prefix state (the output of
+    the deterministic stages before the first dropout), concatenated and averaged over tiles.
+    What that is depends on the placement: the whole smp encoder pyramid for ``paper``, the last
+    decoder map for ``head``; for the naive path (empty prefix) it is the input's mean.
+    """
+
+    mean: torch.Tensor  # (C, H, W) mean softmax probability over the T samples
+    var: torch.Tensor  # (C, H, W) variance over the T samples of each class probability
+    entropy: torch.Tensor  # (H, W) entropy of the mean probability (nats)
+    mutual_info: torch.Tensor  # (H, W) BALD: entropy - mean over samples of sample entropy
+    features: np.ndarray  # (D,) float32, see above
+    n_samples: int
+
+    @property
+    def prediction(self) -> torch.Tensor:
+        """(H, W) argmax of the mean probability."""
+        return self.mean.argmax(0)
+
+
+def _entropy(p: torch.Tensor, dim: int) -> torch.Tensor:
+    return -(p * p.clamp_min(_EPS).log()).sum(dim)
+
+
+class StreamingMoments:
+    """Online sums over MC samples of p, p^2 and the sample entropy, for a batch of tiles.
+
+    Sums are float64 so that var = E[p^2] - E[p]^2 does not cancel badly at large T.
+    """
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.s1: torch.Tensor | None = None
+        self.s2: torch.Tensor | None = None
+        self.sh: torch.Tensor | None = None
+
+    def update(self, probs: torch.Tensor) -> None:
+        """Add samples ``probs`` of shape (S, B, C, H, W)."""
+        p = probs.double()
+        s1, s2, sh = p.sum(0), (p * p).sum(0), _entropy(p, 2).sum(0)
+        if self.s1 is None:
+            self.s1, self.s2, self.sh = s1, s2, sh
+        else:
+            self.s1 += s1
+            self.s2 += s2
+            self.sh += sh
+        self.n += p.shape[0]
+
+    def finalize(self) -> tuple[torch.Tensor, ...]:
+        """(mean (B,C,H,W), var (B,C,H,W), entropy (B,H,W), mutual_info (B,H,W)), float64."""
+        assert self.s1 is not None and self.s2 is not None and self.sh is not None
+        mean = self.s1 / self.n
+        var = (self.s2 / self.n - mean * mean).clamp_min(0)
+        ent = _entropy(mean, 1)
+        mi = (ent - self.sh / self.n).clamp_min(0)
+        return mean, var, ent, mi
+
+
+# --------------------------------------------------------------------------------------------
+# tiled engine
+# --------------------------------------------------------------------------------------------
+
+
+def _as_image(image: np.ndarray | torch.Tensor) -> torch.Tensor:
+    x = torch.as_tensor(np.asarray(image) if not torch.is_tensor(image) else image)
+    x = x.float()
+    if x.dim() == 2:
+        x = x[None]
+    if x.dim() != 3:
+        raise ValueError(f"expected an image HxW or (C,H,W), got shape {tuple(x.shape)}")
+    return x
+
+
+def _net_device(net: nn.Module) -> torch.device:
+    p = next(net.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _tiles(
+    image: torch.Tensor, patch: int, overlap: int, multiple: int
+) -> tuple[torch.Tensor, int, int, list[tuple[int, int]]]:
+    """Pad the image as ``sliding_window`` does; return it, tile size and tile corners."""
+    if not 0 <= overlap < patch:
+        raise ValueError(f"tile overlap={overlap} must be in [0, patch={patch})")
+    _, h, w = image.shape
+    ph = min(patch, -(-h // multiple) * multiple)
+    pw = min(patch, -(-w // multiple) * multiple)
+    padded = pad_to(image, ph, pw, multiple)
+    hh, ww = padded.shape[-2:]
+    coords = [(y, x) for y in tile_starts(hh, ph, overlap) for x in tile_starts(ww, pw, overlap)]
+    return padded, ph, pw, coords
+
+
+def _pool_state(state: State) -> torch.Tensor:
+    """(B, D): global average pool of every 4-D tensor in the state, concatenated."""
+    return torch.cat([t.float().mean(dim=(-2, -1)) for t in state if t.dim() == 4], dim=1)
+
+
+def _run(
+    prefix: Sequence[nn.Module],
+    suffix: Sequence[nn.Module],
+    image: np.ndarray | torch.Tensor,
+    T: int,
+    patch: int,
+    overlap: int,
+    tile_batch: int,
+    sample_chunk: int,
+    seed: int | None,
+    device: torch.device,
+    multiple: int,
+    on_suffix_batch: Callable[[int], None] | None = None,
+) -> PixelStats:
+    """Shared accumulation: prefix once per tile batch, suffix over chunks of repeated state."""
+    if T < 1 or sample_chunk < 1 or tile_batch < 1:
+        raise ValueError(
+            f"T={T}, sample_chunk={sample_chunk} and tile_batch={tile_batch} must all be >= 1"
+        )
+    x = _as_image(image).to(device)
+    _, h, w = x.shape
+    padded, ph, pw, coords = _tiles(x, patch, overlap, multiple)
+    hh, ww = padded.shape[-2:]
+    weight = blend_weight(ph, pw, overlap, device).double()
+    maps: dict[str, torch.Tensor] = {}
+    norm = torch.zeros(hh, ww, device=device, dtype=torch.float64)
+    feats: torch.Tensor | None = None
+    n_tiles = 0
+    fork_devices = [device] if device.type == "cuda" else []
+    rng = torch.random.fork_rng(devices=fork_devices, enabled=seed is not None)
+    with torch.inference_mode(), rng:
+        if seed is not None:
+            torch.manual_seed(seed)
+        for i in range(0, len(coords), tile_batch):
+            chunk = coords[i : i + tile_batch]
+            tiles = torch.stack([padded[:, y : y + ph, xx : xx + pw] for y, xx in chunk])
+            state = run_stages(prefix, (tiles,))
+            pooled = _pool_state(state).sum(0)
+            feats = pooled if feats is None else feats + pooled
+            n_tiles += len(chunk)
+            acc = StreamingMoments()
+            for done in range(0, T, sample_chunk):
+                s = min(sample_chunk, T - done)
+                # sample-major layout (index = sample * B + tile), as the naive input repeat
+                rep = tuple(t.repeat(s, *([1] * (t.dim() - 1))) for t in state)
+                if on_suffix_batch is not None:
+                    on_suffix_batch(rep[0].shape[0])
+                logits = run_stages(suffix, rep)[0]
+                probs = logits.float().softmax(1)
+                acc.update(probs.reshape(s, len(chunk), *probs.shape[1:]))
+                del rep, logits, probs
+            mean, var, ent, mi = acc.finalize()
+            if not maps:
+                c = mean.shape[1]
+                for key, ch in (("mean", c), ("var", c), ("entropy", 0), ("mutual_info", 0)):
+                    shape = (ch, hh, ww) if ch else (hh, ww)
+                    maps[key] = torch.zeros(shape, device=device, dtype=torch.float64)
+            for j, (y, xx) in enumerate(chunk):
+                win = (slice(y, y + ph), slice(xx, xx + pw))
+                maps["mean"][(slice(None), *win)] += mean[j] * weight
+                maps["var"][(slice(None), *win)] += var[j] * weight
+                maps["entropy"][win] += ent[j] * weight
+                maps["mutual_info"][win] += mi[j] * weight
+                norm[win] += weight
+            del state, acc, mean, var, ent, mi
+    denom = norm.clamp_min(1e-12)
+    out = {k: (v / denom)[..., :h, :w].float().cpu() for k, v in maps.items()}
+    assert feats is not None
+    return PixelStats(
+        mean=out["mean"],
+        var=out["var"],
+        entropy=out["entropy"],
+        mutual_info=out["mutual_info"],
+        features=(feats / n_tiles).float().cpu().numpy(),
+        n_samples=T,
+    )
+
+
+def mc_dropout_stats(
+    net: nn.Module,
+    image: np.ndarray | torch.Tensor,
+    T: int = 20,
+    patch: int = 256,
+    overlap: int = 32,
+    tile_batch: int = 4,
+    sample_chunk: int = 10,
+    seed: int | None = None,
+    device: torch.device | str | None = None,
+    multiple: int = 32,
+    on_suffix_batch: Callable[[int], None] | None = None,
+) -> PixelStats:
+    """Per-pixel MC-dropout statistics of one image, caching the deterministic prefix.
+
+    The image is tiled as in ``axal.tiling.sliding_window``. Each statistic is computed per tile
+    from its T samples, then tiles are blended with ``blend_weight`` (in overlaps the maps are a
+    weighted average of per-tile estimates). ``seed`` makes the result deterministic without
+    touching the global RNG. The network must already live on ``device`` (default: its own).
+    Peak activation memory is ``tile_batch * sample_chunk`` tiles through the suffix.
+    ``on_suffix_batch`` (tests, benchmarks) is called with each suffix batch size.
+    """
+    prefix, suffix = split_stages(net)
+    check_mc_capable(net)
+    dev = torch.device(device) if device is not None else _net_device(net)
+    with mc_mode(net):
+        return _run(prefix, suffix, image, T, patch, overlap, tile_batch, sample_chunk, seed,
+                    dev, multiple, on_suffix_batch)
+
+
+def naive_mc_stats(
+    net: nn.Module,
+    image: np.ndarray | torch.Tensor,
+    T: int = 20,
+    patch: int = 256,
+    overlap: int = 32,
+    tile_batch: int = 4,
+    sample_chunk: int = 10,
+    seed: int | None = None,
+    device: torch.device | str | None = None,
+    multiple: int = 32,
+    on_suffix_batch: Callable[[int], None] | None = None,
+) -> PixelStats:
+    """The baal way: the whole network on the input repeated in the batch (reference/benchmark).
+
+    Same accumulation as :func:`mc_dropout_stats`; ``features`` is then only the input's mean.
+    """
+    check_mc_capable(net)
+    dev = torch.device(device) if device is not None else _net_device(net)
+    with mc_mode(net):
+        return _run([], _stages(net), image, T, patch, overlap, tile_batch, sample_chunk, seed,
+                    dev, multiple, on_suffix_batch)
+
+
+def image_features(
+    net: nn.Module,
+    image: np.ndarray | torch.Tensor,
+    patch: int = 256,
+    overlap: int = 32,
+    tile_batch: int = 4,
+    device: torch.device | str | None = None,
+    multiple: int = 32,
+) -> np.ndarray:
+    """The ``PixelStats.features`` vector alone: runs only the deterministic prefix, once.
+
+    Used for coreset (no MC needed) and for the labelled set's features. Without dropout the
+    prefix is the whole network, so this pools the logits; with dropout it matches exactly the
+    features that :func:`mc_dropout_stats` returns.
+    """
+    prefix, _ = split_stages(net)
+    dev = torch.device(device) if device is not None else _net_device(net)
+    x = _as_image(image).to(dev)
+    padded, ph, pw, coords = _tiles(x, patch, overlap, multiple)
+    total: torch.Tensor | None = None
+    with eval_mode(net), torch.inference_mode():
+        for i in range(0, len(coords), tile_batch):
+            chunk = coords[i : i + tile_batch]
+            tiles = torch.stack([padded[:, y : y + ph, xx : xx + pw] for y, xx in chunk])
+            pooled = _pool_state(run_stages(prefix, (tiles,))).sum(0)
+            total = pooled if total is None else total + pooled
+    assert total is not None
+    return (total / len(coords)).float().cpu().numpy()
+
+
+# --------------------------------------------------------------------------------------------
+# figure
+# --------------------------------------------------------------------------------------------
+
+
+def save_uncertainty_png(
+    path: str | Path,
+    image: np.ndarray | torch.Tensor,
+    stats: PixelStats,
+    uncertainty: np.ndarray | torch.Tensor | None = None,
+    title: str = "",
+) -> Path:
+    """Write image | prediction | uncertainty heatmap as one small PNG, atomically.
+
+    ``uncertainty`` is the strategy's per-pixel map (2-D); default: the mutual information.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    img = _as_image(image)[0].numpy()
+    unc = stats.mutual_info if uncertainty is None else uncertainty
+    unc = unc.detach().cpu().numpy() if torch.is_tensor(unc) else np.asarray(unc)
+    if unc.ndim != 2:
+        raise ValueError(f"uncertainty map must be 2-D, got shape {unc.shape}")
+    pred = stats.prediction.numpy()
+    fig, axes = plt.subplots(1, 3, figsize=(9, 3.3), dpi=80)
+    axes[0].imshow(img, cmap="gray")
+    axes[0].set_title("image")
+    axes[1].imshow(pred, cmap="viridis", vmin=0, vmax=max(1, stats.mean.shape[0] - 1),
+                   interpolation="nearest")
+    axes[1].set_title("prediction")
+    im = axes[2].imshow(unc, cmap="magma")
+    axes[2].set_title("uncertainty")
+    fig.colorbar(im, ax=axes[2], fraction=0.046, pad=0.04)
+    for ax in axes:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    finally:
+        plt.close(fig)
+    return path

@@ -1,0 +1,172 @@
+"""The LightningModule: a staged U-Net, the paper's losses, and whole-image test metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from axal.tiling import sliding_window
+
+LOSSES = ("dice", "weighted_bce", "ce", "dice_ce")
+
+
+class WeightedBCELoss(nn.Module):
+    """The paper's loss: BCE with 0.3 on foreground and 0.7 on background pixels.
+
+    Works on two-class logits (background, foreground): their difference is the binary logit.
+    """
+
+    def __init__(self, foreground_weight: float = 0.3, background_weight: float = 0.7) -> None:
+        super().__init__()
+        self.fg, self.bg = foreground_weight, background_weight
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if logits.shape[1] != 2:
+            raise ValueError("model.loss=weighted_bce needs task=myelin (two classes)")
+        binary_logit = logits[:, 1] - logits[:, 0]
+        y = (target == 1).float()
+        weight = self.fg * y + self.bg * (1 - y)
+        return F.binary_cross_entropy_with_logits(binary_logit, y, weight=weight)
+
+
+def build_loss(name: str, n_classes: int) -> nn.Module:
+    """smp's Dice and torch's cross-entropy; Dice on foreground classes only, as the paper."""
+    if name not in LOSSES:
+        raise ValueError(f"model.loss={name!r} is not one of {', '.join(LOSSES)}")
+    classes = list(range(1, n_classes))
+    if name == "dice":
+        return smp.losses.DiceLoss("multiclass", classes=classes, from_logits=True)
+    if name == "weighted_bce":
+        return WeightedBCELoss()
+    if name == "ce":
+        return nn.CrossEntropyLoss()
+    dice = smp.losses.DiceLoss("multiclass", classes=classes, from_logits=True)
+    ce = nn.CrossEntropyLoss()
+    return _Sum(dice, ce)
+
+
+class _Sum(nn.Module):
+    def __init__(self, *losses: nn.Module) -> None:
+        super().__init__()
+        self.losses = nn.ModuleList(losses)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return sum(loss(logits, target) for loss in self.losses)
+
+
+def scores_from_stats(
+    tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor, tn: torch.Tensor
+) -> dict[str, float | None]:
+    """Dice per class, IoU, precision and sensitivity from per-class pixel counts (C,).
+
+    Counts are summed over all test images first (micro average): small images don't weigh
+    more than large ones. ``dice`` is the mean over foreground classes.
+    """
+    stats = [s[None] for s in (tp, fp, fn, tn)]
+    dice = smp.metrics.f1_score(*stats, reduction="none")[0]
+    iou = smp.metrics.iou_score(*stats, reduction="none")[0]
+    prec = smp.metrics.precision(*stats, reduction="none", zero_division=0)[0]
+    sens = smp.metrics.sensitivity(*stats, reduction="none", zero_division=0)[0]
+    fg = slice(1, None)
+    out: dict[str, float | None] = {
+        "dice": float(dice[fg].mean()),
+        "dice_myelin": float(dice[1]),
+        "dice_axon": float(dice[2]) if len(dice) > 2 else None,
+        "iou": float(iou[fg].mean()),
+        "precision": float(prec[fg].mean()),
+        "sensitivity": float(sens[fg].mean()),
+    }
+    return out
+
+
+class SegModel(L.LightningModule):
+    """U-Net for myelin (2 classes) or axon+myelin (3 classes) segmentation.
+
+    ``net`` is any :class:`axal.networks.StagedNet` (built by Hydra from ``model.net``), so the
+    MC-dropout engine can split it into a cached prefix and a stochastic suffix.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        n_classes: int = 2,
+        loss: str = "dice",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        patch_size: int = 256,
+        overlap: int = 32,
+        eval_batch_size: int = 4,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net"])
+        self.net = net
+        self.loss_fn = build_loss(loss, n_classes)
+        self._counts: torch.Tensor | None = None
+        self.test_metrics: dict[str, Any] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
+        x, y = batch
+        loss = self.loss_fn(self(x), y)
+        self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True,
+                 batch_size=x.shape[0])
+        return loss
+
+    @torch.no_grad()
+    def predict_image(self, image: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (C, H, W) of a whole (1, H, W) image by sliding windows."""
+        hp = self.hparams
+        return sliding_window(
+            lambda t: torch.softmax(self(t), dim=1),
+            image,
+            patch=hp.patch_size,
+            overlap=hp.overlap,
+            batch_size=hp.eval_batch_size,
+        )
+
+    def _count(self, batch: dict[str, Any]) -> None:
+        image, mask = batch["image"][0], batch["mask"][0]
+        pred = self.predict_image(image).argmax(0)
+        tp, fp, fn, tn = smp.metrics.get_stats(
+            pred[None], mask[None].long(), mode="multiclass", num_classes=self.hparams.n_classes
+        )
+        counts = torch.stack([tp[0], fp[0], fn[0], tn[0]])
+        self._counts = counts if self._counts is None else self._counts + counts
+
+    def _finish(self, prefix: str) -> dict[str, Any]:
+        assert self._counts is not None, "no evaluation image"
+        metrics = scores_from_stats(*self._counts)
+        self._counts = None
+        loggable = {f"{prefix}_{k}": v for k, v in metrics.items() if v is not None}
+        self.log_dict(loggable, prog_bar=prefix == "val")
+        return metrics
+
+    def on_validation_epoch_start(self) -> None:
+        self._counts = None
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._count(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._finish("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._counts = None
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._count(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self.test_metrics = self._finish("test")
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(
+            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )

@@ -1,0 +1,249 @@
+"""U-Net networks written as a sequence of stages, so MC dropout can cache the deterministic prefix.
+
+Every network here is an ``nn.Module`` whose forward is ``stages`` applied in order to a *state*:
+a tuple of tensors that all share the batch dimension (the current activation first, then the
+skip connections still needed). The MC-dropout engine (``axal.mc_dropout``) runs the stages before
+the first dropout layer once per input and only the rest T times; this file decides where dropout
+sits (``dropout_placement``) and therefore how much can be cached.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import segmentation_models_pytorch as smp
+import torch
+from torch import nn
+
+State = tuple[torch.Tensor, ...]
+PLACEMENTS = ("paper", "decoder", "head", "none")
+
+
+def _check_placement(placement: str, rate: float) -> None:
+    if placement not in PLACEMENTS:
+        raise ValueError(
+            f"model.dropout_placement={placement!r} is not one of {', '.join(PLACEMENTS)}"
+        )
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"model.dropout_rate={rate} must be in [0, 1)")
+
+
+def _dropout(active: bool, rate: float) -> nn.Module:
+    return nn.Dropout(rate) if active and rate > 0 else nn.Identity()
+
+
+class StagedNet(nn.Module):
+    """Base: ``forward`` runs ``self.stages`` on the state ``(x,)`` and returns the logits."""
+
+    stages: nn.ModuleList
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return run_stages(self.stages, (x,))[0]
+
+
+def run_stages(stages: Sequence[nn.Module], state: State) -> State:
+    for stage in stages:
+        state = stage(state)
+    return state
+
+
+# --------------------------------------------------------------------------------------------
+# smp U-Net, split into encoder | center | decoder blocks | head
+# --------------------------------------------------------------------------------------------
+
+
+class _SmpEncoderStage(nn.Module):
+    """Runs the (opaque) smp encoder and returns all its feature maps, input first."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, state: State) -> State:
+        return tuple(self.encoder(state[0]))
+
+
+class _SmpDropStage(nn.Module):
+    """The paper's "dropout after each pooling and at the bottleneck", for smp encoders.
+
+    smp encoders are opaque (their pooling happens inside), so this drops each feature map at
+    stride >= 2 as it leaves the encoder, the bottleneck included; the full-resolution skip stays
+    intact. As a stage of its own it lets the MC engine cache the whole encoder.
+    """
+
+    def __init__(self, n: int, rate: float) -> None:
+        super().__init__()
+        self.drops = nn.ModuleList(_dropout(i >= 2, rate) for i in range(n))
+
+    def forward(self, state: State) -> State:
+        return tuple(drop(f) for drop, f in zip(self.drops, state))
+
+
+class _SmpCenterStage(nn.Module):
+    """Prepares the decoder state: (bottleneck after ``center``, skips deepest first)."""
+
+    def __init__(self, center: nn.Module) -> None:
+        super().__init__()
+        self.center = center
+
+    def forward(self, state: State) -> State:
+        feats = state[1:]  # smp drops the full-resolution input "feature"
+        head, skips = feats[-1], feats[:-1][::-1]
+        # the input stays last: the final block upsamples to its size
+        return (self.center(head), *skips, state[0])
+
+
+class _SmpBlockStage(nn.Module):
+    """One decoder block: upsample, concatenate the next skip, convolve (then optional dropout)."""
+
+    def __init__(self, block: nn.Module, has_skip: bool, rate: float, active: bool) -> None:
+        super().__init__()
+        self.block = block
+        self.has_skip = has_skip
+        self.drop = _dropout(active, rate)
+
+    def forward(self, state: State) -> State:
+        # state = (x, remaining skips deepest first, network input): the next element sets the
+        # output size, and is concatenated as the skip when this block has one
+        x, target, rest = state[0], state[1], state[2:]
+        height, width = target.shape[-2:]
+        x = self.block(x, height, width, skip_connection=target if self.has_skip else None)
+        return (self.drop(x), *rest)
+
+
+class _HeadStage(nn.Module):
+    def __init__(self, head: nn.Module, rate: float, active: bool) -> None:
+        super().__init__()
+        self.drop = _dropout(active, rate)
+        self.head = head
+
+    def forward(self, state: State) -> State:
+        return (self.head(self.drop(state[0])),)
+
+
+class SmpUNet(StagedNet):
+    """An ``smp.Unet`` (any smp encoder) with MC-dropout layers at a configurable placement."""
+
+    def __init__(
+        self,
+        encoder_name: str = "timm-mobilenetv3_small_minimal_100",
+        encoder_weights: str | None = None,
+        encoder_depth: int = 5,
+        decoder_channels: Sequence[int] = (64, 32, 16, 8, 8),
+        in_channels: int = 1,
+        classes: int = 2,
+        dropout_rate: float = 0.2,
+        dropout_placement: str = "paper",
+    ) -> None:
+        super().__init__()
+        _check_placement(dropout_placement, dropout_rate)
+        unet = smp.Unet(
+            encoder_name=encoder_name,
+            encoder_weights=encoder_weights,
+            encoder_depth=encoder_depth,
+            decoder_channels=tuple(decoder_channels),
+            in_channels=in_channels,
+            classes=classes,
+        )
+        n_feats = len(unet.encoder.out_channels)
+        n_skips = n_feats - 2  # features except the input and the bottleneck
+        stages: list[nn.Module] = [_SmpEncoderStage(unet.encoder)]
+        if dropout_placement == "paper":
+            stages.append(_SmpDropStage(n_feats, dropout_rate))
+        stages.append(_SmpCenterStage(unet.decoder.center))
+        for i, block in enumerate(unet.decoder.blocks):
+            stages.append(
+                _SmpBlockStage(block, i < n_skips, dropout_rate, dropout_placement == "decoder")
+            )
+        stages.append(_HeadStage(unet.segmentation_head, dropout_rate, dropout_placement == "head"))
+        self.stages = nn.ModuleList(stages)
+
+
+# --------------------------------------------------------------------------------------------
+# The paper's U-Net (Keras notebooks of arXiv 1907.05143): 32..512 filters, BN, dropout 0.2
+# --------------------------------------------------------------------------------------------
+
+
+def _double_conv(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class _DownStage(nn.Module):
+    """Pool (then paper dropout) the current map, convolve; the pre-pool map stays as a skip."""
+
+    def __init__(self, cin: int, cout: int, rate: float, active: bool) -> None:
+        super().__init__()
+        self.pool = nn.MaxPool2d(2)
+        self.drop = _dropout(active, rate)
+        self.conv = _double_conv(cin, cout)
+
+    def forward(self, state: State) -> State:
+        x = state[0]
+        return (self.conv(self.drop(self.pool(x))), x, *state[1:])
+
+
+class _FirstStage(nn.Module):
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.conv = _double_conv(cin, cout)
+
+    def forward(self, state: State) -> State:
+        return (self.conv(state[0]),)
+
+
+class _UpStage(nn.Module):
+    def __init__(self, cin: int, cout: int, rate: float, active: bool) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose2d(cin, cout, 2, stride=2)
+        self.conv = _double_conv(2 * cout, cout)
+        self.drop = _dropout(active, rate)
+
+    def forward(self, state: State) -> State:
+        x, skip, rest = state[0], state[1], state[2:]
+        x = self.conv(torch.cat([self.up(x), skip], dim=1))
+        return (self.drop(x), *rest)
+
+
+class _BottleneckDrop(nn.Module):
+    def __init__(self, rate: float) -> None:
+        super().__init__()
+        self.drop = nn.Dropout(rate)
+
+    def forward(self, state: State) -> State:
+        return (self.drop(state[0]), *state[1:])
+
+
+class PaperUNet(StagedNet):
+    """The paper's U-Net: ``filters`` doubling per level, BatchNorm, dropout after each pooling."""
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        classes: int = 2,
+        filters: Sequence[int] = (32, 64, 128, 256, 512),
+        dropout_rate: float = 0.2,
+        dropout_placement: str = "paper",
+    ) -> None:
+        super().__init__()
+        _check_placement(dropout_placement, dropout_rate)
+        paper = dropout_placement == "paper"
+        stages: list[nn.Module] = [_FirstStage(in_channels, filters[0])]
+        for cin, cout in zip(filters[:-1], filters[1:]):
+            stages.append(_DownStage(cin, cout, dropout_rate, paper))
+        if paper and dropout_rate > 0:
+            stages.append(_BottleneckDrop(dropout_rate))
+        rev = list(filters[::-1])
+        for cin, cout in zip(rev[:-1], rev[1:]):
+            stages.append(_UpStage(cin, cout, dropout_rate, dropout_placement == "decoder"))
+        stages.append(
+            _HeadStage(nn.Conv2d(filters[0], classes, 1), dropout_rate, dropout_placement == "head")
+        )
+        self.stages = nn.ModuleList(stages)
+        self.stride = 2 ** (len(filters) - 1)

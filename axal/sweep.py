@@ -1,0 +1,167 @@
+"""Named grids of simulations that survive interruption, and the report that follows them.
+
+An experiment config (``conf/experiment/*.yaml``) holds a ``sweep`` block: ``grid`` (override
+key -> list of values), ``dir`` (where job folders go) and ``jobs`` (how many run at once).
+Every job gets a fixed folder named after its grid values, runs ``run.py`` in a subprocess (a
+crash or a W&B run stays inside its job), and is skipped once its results.json is finished.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+log = logging.getLogger("axal.sweep")
+
+
+@dataclass
+class Job:
+    overrides: list[str]
+    run_dir: Path
+    status: str = "pending"  # pending | finished | resumable | done | failed | skipped
+    log_path: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def compose_sweep(overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+def _value_name(value: Any) -> str:
+    return str(value).replace("/", "-").replace(" ", "")
+
+
+def job_dir(base: Path, assignment: dict[str, Any]) -> Path:
+    """``<dir>/<key=value,...>/seed<k>``: fixed by the grid values, so a rerun finds it."""
+    rest = {k: v for k, v in assignment.items() if k != "seed"}
+    name = ",".join(f"{k.rsplit('.', 1)[-1]}={_value_name(v)}" for k, v in rest.items())
+    seed = assignment.get("seed", "default")
+    return base / (name or "default") / f"seed{seed}"
+
+
+def expand(cfg: DictConfig, overrides: list[str]) -> list[Job]:
+    """One job per combination of the grid's values, each with its own directory."""
+    sweep = cfg.get("sweep")
+    if sweep is None or not sweep.get("grid"):
+        raise ValueError(
+            "this config has no sweep.grid: pick an experiment, e.g. experiment=paper_tem"
+        )
+    base = Path(sweep.dir)
+    if not base.is_absolute():
+        base = ROOT / base
+    grid = OmegaConf.to_container(sweep.grid, resolve=True)
+    keys = list(grid)
+    jobs = []
+    for values in itertools.product(*(grid[k] for k in keys)):
+        assignment = dict(zip(keys, values))
+        label = sweep.get("label")
+        job_over = [f"{k}={v}" for k, v in assignment.items()]
+        if label:
+            job_over.append(f"label={_format_label(label, assignment)}")
+        jobs.append(Job(overrides + job_over, job_dir(base, assignment)))
+    return jobs
+
+
+def _format_label(template: str, assignment: dict[str, Any]) -> str:
+    short = {k.rsplit(".", 1)[-1]: v for k, v in assignment.items()}
+    return template.format(**short)
+
+
+def job_state(run_dir: Path) -> str:
+    """``finished``, ``resumable`` (some rounds saved) or ``pending``."""
+    path = run_dir / "results.json"
+    if not path.exists():
+        return "pending"
+    try:
+        results = json.loads(path.read_text())
+    except (json.JSONDecodeError, OSError):
+        return "pending"
+    if results.get("finished"):
+        return "finished"
+    return "resumable" if results.get("rounds") else "pending"
+
+
+def _threads_per_job(jobs: int) -> int:
+    return max(1, (os.cpu_count() or 1) // max(1, jobs))
+
+
+def run_job(job: Job, threads: int, python: str = sys.executable) -> Job:
+    """Run one job in a subprocess; its output goes to ``<run dir>/sweep.log``."""
+    job.run_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [python, str(ROOT / "run.py"), *job.overrides, f"hydra.run.dir={job.run_dir}"]
+    cmd.append(f"trainer.num_threads={threads}")
+    cmd.append("trainer.progress=false")
+    if job.status == "resumable":
+        cmd.append(f"resume={job.run_dir}")
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    job.log_path = job.run_dir / "sweep.log"
+    with open(job.log_path, "a") as out:
+        out.write(f"$ {' '.join(cmd)}\n")
+        out.flush()
+        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    job.status = "done" if proc.returncode == 0 and job_state(job.run_dir) == "finished" else "failed"
+    return job
+
+
+def run_sweep(cfg: DictConfig, overrides: list[str], jobs: int | None = None) -> list[Job]:
+    """Run every unfinished job of the grid (``jobs`` at a time); failures don't stop others."""
+    todo = expand(cfg, overrides)
+    for job in todo:
+        job.status = job_state(job.run_dir)
+        if job.status == "finished":
+            job.status = "skipped"
+    pending = [j for j in todo if j.status != "skipped"]
+    n_jobs = int(jobs or cfg.sweep.get("jobs", 1))
+    threads = _threads_per_job(n_jobs)
+    print(
+        f"sweep: {len(todo)} jobs, {len(todo) - len(pending)} already finished, "
+        f"{len(pending)} to run ({n_jobs} at a time, {threads} threads each)",
+        flush=True,
+    )
+    with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+        for job in pool.map(lambda j: run_job(j, threads), pending):
+            print(f"sweep: {job.status:6s} {job.run_dir}", flush=True)
+    failed = [j for j in todo if j.status == "failed"]
+    for job in failed:
+        print(f"sweep: FAILED {job.run_dir} (see {job.log_path})", file=sys.stderr, flush=True)
+    return todo
+
+
+def main_report(dirs: list[Path], out: Path | None = None) -> int:
+    """Write the comparison report for existing runs (results.json files or folders)."""
+    from axal.report import write_report
+
+    out = out or (dirs[0] / "report" if len(dirs) == 1 else Path("report"))
+    summary = write_report([str(d) for d in dirs], out)
+    print(f"report: {out / 'report.html'}")
+    for note in summary.get("notes", [])[:10]:
+        print(f"note: {note}")
+    return 0
+
+
+def main_sweep(overrides: list[str]) -> int:
+    cfg = compose_sweep(overrides)
+    # the sweep's own knobs are not job overrides
+    job_overrides = [o for o in overrides if not o.startswith("sweep.")]
+    jobs = run_sweep(cfg, job_overrides)
+    base = Path(cfg.sweep.dir)
+    base = base if base.is_absolute() else ROOT / base
+    runs = [j.run_dir for j in jobs if job_state(j.run_dir) != "pending"]
+    if runs:
+        report_dir = Path(cfg.sweep.get("report_dir") or base / "report")
+        report_dir = report_dir if report_dir.is_absolute() else ROOT / report_dir
+        main_report([base], report_dir)
+    return 1 if any(j.status == "failed" for j in jobs) else 0

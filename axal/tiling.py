@@ -1,0 +1,100 @@
+"""Whole-image inference by overlapping sliding windows.
+
+Large EM images (SEM reaches 2001 x 2001) never go through the network whole: they are cut into
+``patch`` x ``patch`` tiles with ``overlap`` pixels shared between neighbours, and per-tile
+outputs are blended back with a weight that falls off towards tile borders (borders see less
+context, so they are the least trustworthy pixels). Images smaller than a tile are padded by
+reflection. Evaluation and MC-dropout scoring both go through here.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+
+def tile_starts(size: int, patch: int, overlap: int) -> list[int]:
+    """Start offsets that cover ``[0, size)`` with tiles of ``patch`` (last one flush right)."""
+    if size <= patch:
+        return [0]
+    step = max(1, patch - overlap)
+    starts = list(range(0, size - patch, step))
+    starts.append(size - patch)
+    return starts
+
+
+def _ramp(n: int, overlap: int, device: torch.device | None) -> torch.Tensor:
+    ramp = torch.ones(n, device=device)
+    k = min(overlap, n // 2)
+    if k > 0:
+        edge = (torch.arange(k, device=device, dtype=torch.float32) + 1) / (k + 1)
+        ramp[:k] = edge
+        ramp[-k:] = edge.flip(0)
+    return ramp
+
+
+def blend_weight(
+    height: int, width: int, overlap: int, device: torch.device | None = None
+) -> torch.Tensor:
+    """Weight map (height x width): 1 in the centre, linear ramp over ``overlap`` at borders."""
+    return _ramp(height, overlap, device)[:, None] * _ramp(width, overlap, device)[None, :]
+
+
+def pad_to(image: torch.Tensor, min_h: int, min_w: int, multiple: int) -> torch.Tensor:
+    """Reflect-pad a (..., H, W) tensor to at least (min_h, min_w) and a multiple of ``multiple``."""
+    h, w = image.shape[-2:]
+    th = max(min_h, -(-h // multiple) * multiple)
+    tw = max(min_w, -(-w // multiple) * multiple)
+    if (th, tw) == (h, w):
+        return image
+    mode = "reflect" if th - h < h and tw - w < w else "replicate"
+    squeeze = image.dim() == 3
+    x = image[None] if squeeze else image
+    x = F.pad(x, (0, tw - w, 0, th - h), mode=mode)
+    return x[0] if squeeze else x
+
+
+def iter_tiles(
+    height: int, width: int, patch: int, overlap: int
+) -> Iterator[tuple[int, int]]:
+    for y in tile_starts(height, patch, overlap):
+        for x in tile_starts(width, patch, overlap):
+            yield y, x
+
+
+def sliding_window(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    image: torch.Tensor,
+    patch: int = 256,
+    overlap: int = 32,
+    batch_size: int = 4,
+    multiple: int = 32,
+) -> torch.Tensor:
+    """Apply ``fn`` (B,C,p,p) -> (B,K,p,p) over a (C,H,W) image; return the blended (K,H,W).
+
+    Memory stays at one output map plus ``batch_size`` tiles, whatever the image size.
+    """
+    c, h, w = image.shape
+    ph = min(patch, -(-h // multiple) * multiple)
+    pw = min(patch, -(-w // multiple) * multiple)
+    padded = pad_to(image, ph, pw, multiple)
+    hh, ww = padded.shape[-2:]
+    weight = blend_weight(ph, pw, overlap, padded.device)
+    out: torch.Tensor | None = None
+    norm = torch.zeros(hh, ww, device=padded.device)
+    coords = [
+        (y, x) for y in tile_starts(hh, ph, overlap) for x in tile_starts(ww, pw, overlap)
+    ]
+    for i in range(0, len(coords), batch_size):
+        chunk = coords[i : i + batch_size]
+        tiles = torch.stack([padded[:, y : y + ph, x : x + pw] for y, x in chunk])
+        pred = fn(tiles)
+        if out is None:
+            out = torch.zeros(pred.shape[1], hh, ww, device=pred.device, dtype=pred.dtype)
+        for (y, x), p in zip(chunk, pred):
+            out[:, y : y + ph, x : x + pw] += p * weight
+            norm[y : y + ph, x : x + pw] += weight
+    assert out is not None
+    return (out / norm.clamp_min(1e-8))[:, :h, :w]

@@ -1,0 +1,231 @@
+"""Benchmark MC-dropout scoring: whole network T times (baal's way) vs axal's cached prefix.
+
+Runs on the real TEM pool ($AXAL_DATA/tem_mouse_corpuscallosum, 600x600 images) with randomly
+initialised weights (timing only; seed 0, the same weights for every method). For each model and
+dropout placement it prints one JSON line:
+
+  naive_img_s  images/s of the whole network on the repeated input, with the same tile batch and
+               sample chunk as axal (isolates the effect of caching the prefix)
+  baal_img_s   images/s of baal's ModelWrapper.predict_on_batch(tile, iterations=T) (one tile at
+               a time, all T samples in one batch, as baal does), null without baal
+  axal_img_s   images/s of axal.mc_dropout.mc_dropout_stats
+  bound        1 / (share_suffix + share_prefix / T), from measured single-pass prefix/suffix
+               times: the Amdahl-style ceiling of the caching speedup
+  peak_mb_tN   peak live bytes of the tensors created by torch ops while axal scores one
+               256x256 tile at T=N (a TorchDispatchMode tracks every op output until it is
+               freed; weights and the input are not counted, nor op-internal scratch buffers).
+               On CUDA: torch.cuda.max_memory_allocated instead. Flat in T = memory bounded.
+
+Without arguments: every placement of the default model, then unet_paper (paper); the last line
+is the default model with ``head``. Usage: python benchmarks/acquisition.py [--n-images 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+import time
+import weakref
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from axal.mc_dropout import (  # noqa: E402
+    _tiles,
+    mc_dropout_stats,
+    mc_mode,
+    naive_mc_stats,
+    run_stages,
+    split_stages,
+)
+from axal.networks import PaperUNet, SmpUNet  # noqa: E402
+from axal.tiling import sliding_window  # noqa: E402
+
+PATCH, OVERLAP, TILE_BATCH, SAMPLE_CHUNK = 256, 32, 4, 10
+
+
+def load_pool(n: int) -> list[np.ndarray]:
+    """The first ``n`` TEM images (sorted by id), via axal.data when it can find them."""
+    root = Path(os.environ.get("AXAL_DATA", ROOT.parent / "shared" / "data"))
+    try:
+        from axal.data import load_dataset
+
+        samples = load_dataset("tem", root=str(root / "tem_mouse_corpuscallosum"))
+        return [s.image for s in samples[:n]]
+    except Exception as exc:  # axal.data missing or different: fall back to plain Pillow
+        print(f"# axal.data unavailable ({exc}); reading PNGs with Pillow", file=sys.stderr)
+    from PIL import Image
+
+    paths = sorted(glob.glob(str(root / "tem_mouse_corpuscallosum" / "sub-*" / "micr" /
+                                 "*_TEM.png")))
+    if not paths:
+        raise SystemExit(f"no TEM images under {root}; set AXAL_DATA")
+    return [np.asarray(Image.open(p).convert("L"), np.float32) / 255.0 for p in paths[:n]]
+
+
+def build(model: str, placement: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    if model == "default":
+        return SmpUNet(dropout_placement=placement).eval()
+    if model == "unet_paper":
+        return PaperUNet(dropout_placement=placement).eval()
+    raise SystemExit(f"--model {model!r}: choose default or unet_paper")
+
+
+def images_per_s(fn, images: list[np.ndarray]) -> float:
+    fn(images[0][:64, :64])  # warm-up (allocator, kernels)
+    t0 = time.perf_counter()
+    for img in images:
+        fn(img)
+    return len(images) / (time.perf_counter() - t0)
+
+
+def pass_times(net: torch.nn.Module, image: np.ndarray, reps: int = 2) -> tuple[float, float]:
+    """Seconds of one prefix pass and one suffix pass on one tile batch (best of ``reps``)."""
+    prefix, suffix = split_stages(net)
+    x = torch.as_tensor(image)[None]
+    padded, ph, pw, coords = _tiles(x, PATCH, OVERLAP, 32)
+    tiles = torch.stack([padded[:, y : y + ph, xx : xx + pw] for y, xx in coords[:TILE_BATCH]])
+    tp, ts = [], []
+    with mc_mode(net), torch.inference_mode():
+        run_stages(suffix, run_stages(prefix, (tiles,)))
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            state = run_stages(prefix, (tiles,))
+            t1 = time.perf_counter()
+            run_stages(suffix, state)
+            t2 = time.perf_counter()
+            tp.append(t1 - t0)
+            ts.append(t2 - t1)
+    return min(tp), min(ts)
+
+
+class LiveBytes(TorchDispatchMode):
+    """Tracks bytes of the storages produced by torch ops, alive until their last tensor dies."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refs: dict[int, int] = {}
+        self.size: dict[int, int] = {}
+        self.current = self.peak = 0
+
+    def _release(self, key: int) -> None:
+        self.refs[key] -= 1
+        if self.refs[key] == 0:
+            self.current -= self.size.pop(key)
+            del self.refs[key]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if not isinstance(t, torch.Tensor) or t.device.type == "meta":
+                continue
+            storage = t.untyped_storage()
+            key = storage.data_ptr()
+            if key not in self.refs:
+                self.refs[key] = 0
+                self.size[key] = storage.nbytes()
+                self.current += storage.nbytes()
+                self.peak = max(self.peak, self.current)
+            self.refs[key] += 1
+            weakref.finalize(t, self._release, key)
+        return out
+
+
+def peak_mb(net: torch.nn.Module, image: np.ndarray, T: int) -> float:
+    tile = image[:PATCH, :PATCH]
+    kw = dict(T=T, patch=PATCH, overlap=OVERLAP, tile_batch=TILE_BATCH,
+              sample_chunk=SAMPLE_CHUNK, seed=0)
+    dev = next(net.parameters()).device
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        mc_dropout_stats(net, tile, **kw)
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    mode = LiveBytes()
+    with mode:
+        mc_dropout_stats(net, tile, **kw)
+    return mode.peak / 2**20
+
+
+def baal_fn(net: torch.nn.Module, T: int):
+    """Score an image with baal's predict_on_batch, one tile per call; None without baal."""
+    try:
+        from baal.modelwrapper import ModelWrapper, TrainingArgs
+    except Exception:
+        return None
+    wrapper = ModelWrapper(net, TrainingArgs(use_cuda=False, replicate_in_memory=True))
+
+    def tile_stats(tiles: torch.Tensor) -> torch.Tensor:
+        logits = wrapper.predict_on_batch(tiles, iterations=T)  # (B, C, H, W, T): all T held
+        p = logits.softmax(1)
+        mean = p.mean(-1)
+        ent = -(mean * mean.clamp_min(1e-12).log()).sum(1, keepdim=True)
+        sample_ent = -(p * p.clamp_min(1e-12).log()).sum(1).mean(-1)[:, None]
+        return torch.cat([mean, p.var(-1, unbiased=False), ent, ent - sample_ent], 1)
+
+    def run(image: np.ndarray) -> torch.Tensor:
+        with mc_mode(net), torch.inference_mode():
+            return sliding_window(tile_stats, torch.as_tensor(image)[None], PATCH, OVERLAP, 1)
+
+    return run
+
+
+def measure(model: str, placement: str, images: list[np.ndarray], T: int) -> dict:
+    net = build(model, placement)
+    kw = dict(T=T, patch=PATCH, overlap=OVERLAP, tile_batch=TILE_BATCH,
+              sample_chunk=SAMPLE_CHUNK, seed=0)
+    naive = images_per_s(lambda im: naive_mc_stats(net, im, **kw), images)
+    axal = images_per_s(lambda im: mc_dropout_stats(net, im, **kw), images)
+    baal = baal_fn(net, T)
+    baal_s = images_per_s(baal, images) if baal is not None else None
+    tp, ts = pass_times(net, images[0])
+    share_p = tp / (tp + ts)
+    return {
+        "model": model,
+        "placement": placement,
+        "T": T,
+        "n_images": len(images),
+        "threads": torch.get_num_threads(),
+        "naive_img_s": round(naive, 4),
+        "baal_img_s": None if baal_s is None else round(baal_s, 4),
+        "axal_img_s": round(axal, 4),
+        "speedup": round(axal / naive, 3),
+        "bound": round(1.0 / ((1 - share_p) + share_p / T), 3),
+        "prefix_share": round(share_p, 3),
+        "peak_mb_t5": round(peak_mb(net, images[0], 5), 1),
+        "peak_mb_t50": round(peak_mb(net, images[0], 50), 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", choices=["default", "unet_paper"])
+    ap.add_argument("--placement", choices=["paper", "decoder", "head"])
+    ap.add_argument("--n-images", type=int, default=1,
+                    help="pool images timed per method (each 600x600 = 9 tiles of 256)")
+    ap.add_argument("--T", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    images = load_pool(args.n_images)
+    if args.model or args.placement:
+        runs = [(args.model or "default", args.placement or "paper")]
+    else:
+        runs = [("unet_paper", "paper"), ("default", "paper"), ("default", "decoder"),
+                ("default", "head")]
+    for model, placement in runs:
+        print(json.dumps(measure(model, placement, images, args.T)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

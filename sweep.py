@@ -1,0 +1,28 @@
+"""Resumable sweeps over a named grid, then the comparison report.
+
+    python sweep.py experiment=paper_tem                # run the grid, skip finished jobs, report
+    python sweep.py experiment=tem_cpu sweep.jobs=2     # two jobs at a time
+    python sweep.py experiment=quick seed=1 trainer.max_epochs=3   # extra overrides reach every job
+    python sweep.py report results/runs/tem --out results/tem     # report on existing runs
+
+Unlike plain Hydra multirun, a killed sweep resumes where it stopped: every job has a fixed
+directory, a job whose results.json says ``finished`` is skipped, and an unfinished one is
+resumed from its last finished round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from axal.sweep import main_report, main_sweep
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "report":
+        parser = argparse.ArgumentParser(prog="sweep.py report", description=main_report.__doc__)
+        parser.add_argument("dirs", nargs="+", type=Path, help="run folders or results.json files")
+        parser.add_argument("--out", type=Path, default=None, help="report folder")
+        args = parser.parse_args(sys.argv[2:])
+        sys.exit(main_report(args.dirs, args.out))
+    sys.exit(main_sweep(sys.argv[1:]))

@@ -1,0 +1,50 @@
+"""Shared fixtures: Hydra config composition and tiny, fast settings for end-to-end runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+FAST = [
+    "dataset=synthetic",
+    "model=tiny",
+    "logger=none",
+    "trainer.max_epochs=1",
+    "trainer.progress=false",
+    "dataset.patches_per_epoch=8",
+    "dataset.batch_size=4",
+    "al.mc_samples=3",
+    "al.rounds=2",
+    "al.initial=2",
+]
+
+
+def compose_cfg(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+@pytest.fixture
+def cfg_factory():
+    return lambda *overrides: compose_cfg(FAST + list(overrides))
+
+
+def real_data_root() -> Path | None:
+    env = os.environ.get("AXAL_DATA")
+    for candidate in ([Path(env)] if env else []) + [ROOT.parent / "shared" / "data"]:
+        if (candidate / "tem_mouse_corpuscallosum").is_dir():
+            return candidate
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _offline_wandb(monkeypatch):
+    """No test may reach the network: W&B offline, no API key."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")

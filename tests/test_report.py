@@ -1,0 +1,397 @@
+"""Tests for axal.report on synthetic results.json files whose numbers are known by hand."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from axal import report
+from axal.report import (
+    SUMMARY_COLUMNS,
+    area_under_curve,
+    bootstrap_ratio_ci,
+    holm,
+    labels_to_reach,
+    learning_curve,
+    load_runs,
+    paired_wilcoxon,
+    summarize,
+    write_report,
+)
+
+SEEDS = [0, 1, 2, 3, 4]
+INITIAL = 3
+POOL = 12  # whole training pool = 15 images
+STEP = 3
+
+
+# ------------------------------------------------------------------------------------------
+# Fixture helpers: curves known in closed form
+# ------------------------------------------------------------------------------------------
+def random_dice(n: int, seed: int) -> float:
+    """Linear: 0.5 + 0.02 (n - 3), shifted by 0.001 per seed."""
+    return 0.5 + 0.02 * (n - 3) + 0.001 * seed
+
+
+def uncertainty_dice(n: int, seed: int) -> float:
+    """Steeper and concave; at n=6 seeds 3 and 4 already cross 95% of full-data Dice."""
+    base = {3: 0.5, 6: 0.65 + 0.02 * seed, 9: 0.72, 12: 0.75, 15: 0.76}[n]
+    return base + 0.002 * seed
+
+
+def bald_dice(n: int, seed: int) -> float:
+    """Around random but stops at n=12 without reaching 95%: its labels-to-95 are censored."""
+    return random_dice(n, seed) + (0.004 if seed % 2 else -0.003)
+
+
+def make_run(dataset, strategy, seed, dice_fn, n_max, *, label=None, finished=True):
+    ids = [f"{dataset}_{i}" for i in range(100)]
+    splits = {
+        "test": ids[90:95],
+        "val": ids[95:100],
+        "initial": ids[:INITIAL],
+        "pool": ids[INITIAL : INITIAL + POOL],
+    }
+    rounds = []
+    budgets = list(range(INITIAL, n_max + 1, STEP))
+    for r, n in enumerate(budgets):
+        is_last = n == budgets[-1]
+        exhausted = n == INITIAL + POOL
+        d = dice_fn(n, seed)
+        rounds.append(
+            {
+                "round": r,
+                "n_labelled": n,
+                "labelled": ids[:n],
+                "selected": [] if (is_last and exhausted) else ids[n : n + STEP],
+                "scores": {i: 0.1 for i in ids[n : INITIAL + POOL]},
+                "test": {"dice": d, "dice_myelin": d, "dice_axon": None, "iou": d / (2 - d)},
+                "train_seconds": 1.0,
+                "acquire_seconds": 0.1,
+            }
+        )
+    run = {
+        "dataset": dataset,
+        "task": "myelin",
+        "strategy": strategy,
+        "seed": seed,
+        "splits": splits,
+        "rounds": rounds,
+        "finished": finished,
+    }
+    if label:
+        run["label"] = label
+    return run
+
+
+def write_run(root: Path, run: dict) -> Path:
+    folder = root / run["dataset"] / (run.get("label") or run["strategy"]) / f"seed{run['seed']}"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "results.json"
+    path.write_text(json.dumps(run))
+    return path
+
+
+def build_runs(root: Path, *, random_exhausts: bool = True, maps: bool = False) -> Path:
+    """Write the standard sweep: random, uncertainty and bald+power, 5 seeds, one dataset."""
+    for seed in SEEDS:
+        write_run(root, make_run("tem", "random", seed, random_dice, 15 if random_exhausts else 12))
+        unc = make_run("tem", "uncertainty", seed, uncertainty_dice, 12)
+        if maps:
+            from matplotlib.image import imsave
+
+            folder = root / "tem" / "uncertainty" / f"seed{seed}"
+            (folder / "maps").mkdir(parents=True, exist_ok=True)
+            unc["uncertainty_maps"] = {}
+            for r in range(len(unc["rounds"])):
+                rel = f"maps/round{r}.png"
+                imsave(folder / rel, np.random.default_rng(r).random((8, 8)))
+                unc["uncertainty_maps"][str(r)] = [rel]
+        write_run(root, unc)
+        write_run(root, make_run("tem", "bald", seed, bald_dice, 12, label="bald+power"))
+    return root
+
+
+def trapezoid_mean(values: list[float], step: float = STEP) -> float:
+    """Hand-written normalised trapezoid for equally spaced points."""
+    area = sum(step * (a + b) / 2 for a, b in itertools.pairwise(values))
+    return area / (step * (len(values) - 1))
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    root = build_runs(tmp_path_factory.mktemp("runs"))
+    return root, summarize(load_runs([root]))
+
+
+# ------------------------------------------------------------------------------------------
+# Curve metrics
+# ------------------------------------------------------------------------------------------
+def test_area_under_curve_exact_values():
+    assert area_under_curve([0, 10], [0.7, 0.7]) == pytest.approx(0.7)
+    # linear curve: normalised ALC equals the value at the range midpoint
+    n = np.array([3, 6, 9, 12, 15])
+    assert area_under_curve(n, 0.5 + 0.02 * (n - 3)) == pytest.approx(0.62)
+    assert area_under_curve(n, 0.5 + 0.02 * (n - 3), 3, 12) == pytest.approx(0.59)
+    # interpolated range ends: y = x/10 on [2, 4] has mean 0.3
+    assert area_under_curve([0, 10], [0.0, 1.0], 2, 4) == pytest.approx(0.3)
+    # unsorted input, degenerate range, empty curve
+    assert area_under_curve([6, 3], [0.8, 0.6]) == pytest.approx(0.7)
+    assert area_under_curve([3, 6], [0.6, 0.8], 6, 6) == pytest.approx(0.8)
+    assert math.isnan(area_under_curve([], []))
+    with pytest.raises(ValueError):
+        area_under_curve([3, 6], [0.6, 0.8], 3, 9)
+
+
+def test_labels_to_reach():
+    n = [3, 6, 9, 12]
+    d = [0.5, 0.7, 0.65, 0.8]
+    assert labels_to_reach(n, d, 0.7) == 6  # equality counts, first crossing wins
+    assert labels_to_reach(n, d, 0.75) == 12
+    assert labels_to_reach(n, d, 0.4) == 3
+    assert math.isnan(labels_to_reach(n, d, 0.81))
+    assert math.isnan(labels_to_reach(n, d, float("nan")))
+    assert labels_to_reach([12, 3], [0.9, 0.9], 0.9) == 3
+
+
+def test_learning_curve_sorted_and_skips_missing_dice():
+    run = {
+        "rounds": [
+            {"n_labelled": 9, "test": {"dice": 0.7}},
+            {"n_labelled": 3, "test": {"dice": 0.5}},
+            {"n_labelled": 6, "test": {"dice": None}},
+            {"n_labelled": 12},
+        ]
+    }
+    n, d = learning_curve(run)
+    np.testing.assert_array_equal(n, [3, 9])
+    np.testing.assert_array_equal(d, [0.5, 0.7])
+
+
+# ------------------------------------------------------------------------------------------
+# Statistics helpers
+# ------------------------------------------------------------------------------------------
+def test_holm_known_values():
+    np.testing.assert_allclose(holm([0.01, 0.04, 0.03]), [0.03, 0.06, 0.06])
+    np.testing.assert_allclose(holm([0.5, 0.4]), [0.8, 0.8])
+    np.testing.assert_allclose(holm([0.9, 0.6]), [1.0, 1.0])  # capped at 1
+    out = holm([0.01, float("nan"), 0.04])  # nan is not a test: m = 2
+    np.testing.assert_allclose(out[[0, 2]], [0.02, 0.04])
+    assert math.isnan(out[1])
+    assert holm([]).size == 0
+
+
+def test_wilcoxon_degenerate_cases():
+    p, note = paired_wilcoxon([0.5], [0.4])
+    assert math.isnan(p) and "1 paired seed" in note
+    p, note = paired_wilcoxon([0.5, 0.6, 0.7], [0.5, 0.6, 0.7])
+    assert math.isnan(p) and "zero" in note
+
+
+def test_bootstrap_ratio_ci():
+    rng = np.random.default_rng(1)
+    denom = rng.uniform(20, 30, size=8)
+    numer = denom * 0.6 + rng.normal(0, 1, size=8)
+    lo, hi = bootstrap_ratio_ci(numer, denom)
+    true = numer.mean() / denom.mean()
+    assert lo <= true <= hi < 1
+    assert bootstrap_ratio_ci(numer, denom) == (lo, hi)  # seeded: reproducible
+    assert all(math.isnan(v) for v in bootstrap_ratio_ci([1.0], [2.0]))
+
+
+# ------------------------------------------------------------------------------------------
+# Summary on the synthetic sweep
+# ------------------------------------------------------------------------------------------
+def test_loading_labels_and_grouping(sweep):
+    root, summary = sweep
+    runs = load_runs([root])
+    assert len(runs) == 15
+    assert all(r["_path"].endswith("results.json") for r in runs)
+    tem = summary["datasets"]["tem"]
+    assert list(tem["strategies"]) == ["random", "bald+power", "uncertainty"]
+    assert all(s["n_seeds"] == 5 for s in tem["strategies"].values())
+    assert tem["alc_range"] == [3, 12]  # common budget range of the group
+    assert tem["full_data"]["source"] == "full_pool"
+    assert tem["full_data"]["note"] is None
+    # single-file paths work too and are not duplicated
+    one = root / "tem" / "random" / "seed0" / "results.json"
+    assert len(load_runs([one, one, root / "tem" / "random"])) == 5
+
+
+def test_alc_exact(sweep):
+    _, summary = sweep
+    st = summary["datasets"]["tem"]["strategies"]
+    for seed in SEEDS:
+        # random is linear: mean over [3, 12] = value at 7.5
+        assert st["random"]["alc"]["per_seed"][str(seed)] == pytest.approx(0.59 + 0.001 * seed)
+        expected = trapezoid_mean([uncertainty_dice(n, seed) for n in (3, 6, 9, 12)])
+        assert st["uncertainty"]["alc"]["per_seed"][str(seed)] == pytest.approx(expected)
+    assert st["uncertainty"]["alc"]["per_seed"]["0"] == pytest.approx(0.665)
+    assert st["random"]["alc"]["mean"] == pytest.approx(0.592)
+    assert st["random"]["alc"]["std"] == pytest.approx(np.std([0.001 * s for s in SEEDS], ddof=1))
+
+
+def test_labels_to_reach_and_saving(sweep):
+    _, summary = sweep
+    tem = summary["datasets"]["tem"]
+    st = tem["strategies"]
+    for seed in SEEDS:
+        # full-data Dice = random's Dice after labelling the whole pool (n=15)
+        assert tem["full_data"]["per_seed"][str(seed)] == pytest.approx(random_dice(15, seed))
+    # 95% target 0.703 + 0.00095 s: random first reaches it at 15, uncertainty at 9 (6 for s>=3)
+    assert st["random"]["labels_to_95"]["per_seed"] == {str(s): 15 for s in SEEDS}
+    assert st["uncertainty"]["labels_to_95"]["per_seed"] == {
+        "0": 9, "1": 9, "2": 9, "3": 6, "4": 6,
+    }  # fmt: skip
+    assert st["uncertainty"]["labels_to_95"]["mean"] == pytest.approx(7.8)
+    assert st["uncertainty"]["saving_95"] == pytest.approx(1 - 7.8 / 15)
+    assert st["uncertainty"]["stats"]["ratio"] == pytest.approx(7.8 / 15)
+    # bald+power never reaches 95% within its 12 labels: censored at 12 + 1
+    bald = st["bald+power"]["labels_to_95"]
+    assert bald["n_censored"] == 5 and bald["mean"] == 13
+    assert st["bald+power"]["saving_95"] == pytest.approx(1 - 13 / 15)
+    assert "censored" in st["bald+power"]["stats"]["note"]
+    # 100%: random reaches its own full-data Dice exactly at n=15; uncertainty: 12 >= 0.74+.001s
+    assert st["random"]["labels_to_100"]["mean"] == 15
+    assert st["uncertainty"]["labels_to_100"]["per_seed"] == {str(s): 12 for s in SEEDS}
+
+
+def test_paired_statistics(sweep):
+    _, summary = sweep
+    st = summary["datasets"]["tem"]["strategies"]
+    rand = [st["random"]["alc"]["per_seed"][str(s)] for s in SEEDS]
+    raw = {}
+    for name in ("bald+power", "uncertainty"):
+        alc = [st[name]["alc"]["per_seed"][str(s)] for s in SEEDS]
+        raw[name] = stats.wilcoxon(alc, rand, alternative="two-sided").pvalue
+        assert st[name]["stats"]["wilcoxon_p"] == pytest.approx(raw[name])
+        assert st[name]["stats"]["n_paired"] == 5
+    assert raw["uncertainty"] == pytest.approx(2 / 2**5)  # all 5 differences positive
+    adj = holm([raw["bald+power"], raw["uncertainty"]])
+    assert st["bald+power"]["stats"]["p_holm"] == pytest.approx(adj[0])
+    assert st["uncertainty"]["stats"]["p_holm"] == pytest.approx(adj[1])
+    assert "stats" not in st["random"]
+    # bootstrap CI contains the true ratio and excludes 1: uncertainty always needs fewer
+    lo, hi = st["uncertainty"]["stats"]["ratio_ci"]
+    assert lo <= 7.8 / 15 <= hi < 1
+    assert lo >= 6 / 15 and hi <= 9 / 15
+
+
+def test_full_data_fallback_note(tmp_path):
+    root = build_runs(tmp_path / "runs", random_exhausts=False)
+    out = tmp_path / "report"
+    summary = write_report([root], out)
+    tem = summary["datasets"]["tem"]
+    assert tem["full_data"]["source"] == "random_fallback"
+    note = "full-data Dice unavailable: random's Dice at n=12 used"
+    assert note in tem["full_data"]["note"]
+    assert note in (out / "table.md").read_text()
+    assert note.replace("'", "&#x27;") in (out / "report.html").read_text()
+    assert note in (out / "table.csv").read_text()
+    # with random's own n=12 Dice as reference, random reaches 95% at 12 and 100% at 12
+    assert tem["strategies"]["random"]["labels_to_100"]["mean"] == 12
+
+
+# ------------------------------------------------------------------------------------------
+# Written report
+# ------------------------------------------------------------------------------------------
+def test_write_report_files(tmp_path):
+    root = build_runs(tmp_path / "runs", maps=True)
+    # a second dataset with random only, to check one row per dataset x strategy
+    for seed in (0, 1):
+        write_run(root, make_run("sem", "random", seed, random_dice, 15))
+    out = tmp_path / "report"
+    summary = write_report(root, out)
+
+    for name in ("learning_curves.png", "learning_curves.svg", "table.md", "table.csv",
+                 "summary.csv", "summary.json", "report.html", "uncertainty_maps.png"):  # fmt: skip
+        assert (out / name).stat().st_size > 0, name
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]  # atomic writes cleaned up
+    assert (out / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert "<svg" in (out / "learning_curves.svg").read_text()
+
+    with open(out / "summary.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0])[: len(SUMMARY_COLUMNS)] == SUMMARY_COLUMNS
+    keys = {(r["dataset"], r["strategy"]) for r in rows}
+    assert len(rows) == 4 and keys == {
+        ("tem", "random"), ("tem", "uncertainty"), ("tem", "bald+power"), ("sem", "random"),
+    }  # fmt: skip
+    by = {(r["dataset"], r["strategy"]): r for r in rows}
+    assert by[("tem", "random")]["ratio_ci_low"] == "" and by[("tem", "random")]["p_holm"] == ""
+    assert float(by[("tem", "uncertainty")]["alc_mean"]) == pytest.approx(
+        summary["datasets"]["tem"]["strategies"]["uncertainty"]["alc"]["mean"]
+    )
+    assert by[("sem", "random")]["n_seeds"] == "2"
+
+    text = (out / "summary.json").read_text()
+    assert "NaN" not in text and json.loads(text) == summary
+
+    md = (out / "table.md").read_text()
+    assert "## tem" in md and "bald+power" in md and "Dice n=15" in md
+
+    page = (out / "report.html").read_text()
+    assert page.count("<img") >= 1 + 4  # learning curves + the 4 uncertainty-map rounds
+    assert "data:image/png;base64," in page
+    assert "<table>" in page
+    for name in ("random", "uncertainty", "bald+power", "sem", "tem"):
+        assert name in page
+    assert "Uncertainty-map evolution" in page and "seed 0" in page
+    # self-contained: no external resources
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    assert "Holm" in page and "censored" in page
+
+
+def test_report_without_maps_and_unfinished_runs(tmp_path):
+    root = tmp_path / "runs"
+    for seed in (0, 1, 2):
+        write_run(root, make_run("tem", "random", seed, random_dice, 15))
+    write_run(root, make_run("tem", "entropy", 0, uncertainty_dice, 9, finished=False))
+    out = tmp_path / "report"
+    summary = write_report([root], out)
+    page = (out / "report.html").read_text()
+    assert "No run saved uncertainty maps" in page
+    ent = summary["datasets"]["tem"]["strategies"]["entropy"]
+    assert ent["n_unfinished"] == 1 and ent["n_seeds"] == 1
+    assert math.isnan(report._num(ent["stats"]["wilcoxon_p"]))
+    assert "only 1 paired seed" in ent["stats"]["note"]
+    assert summary["datasets"]["tem"]["alc_range"] == [3, 9]
+    assert any("unfinished" in n for n in summary["notes"])
+
+
+def test_corrupt_results_raise_value_error_naming_file(tmp_path):
+    build_runs(tmp_path)
+    bad = tmp_path / "tem" / "random" / "seed9" / "results.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text('{"dataset": "tem", "rounds": [')
+    with pytest.raises(ValueError, match="seed9"):
+        load_runs([tmp_path])
+    bad.write_text('{"dataset": "tem"}')
+    with pytest.raises(ValueError, match=r"seed9.*required key"):
+        load_runs([bad])
+    with pytest.raises(ValueError, match="nope"):
+        load_runs([tmp_path / "nope"])
+
+
+def test_edge_cases_no_baseline_empty_curves_and_label_baseline(tmp_path):
+    runs = [make_run("x", "entropy", s, uncertainty_dice, 12) for s in (0, 1)]
+    runs.append({"dataset": "x", "strategy": "bald", "seed": 0, "rounds": []})
+    runs.append({"dataset": "y", "strategy": "random", "seed": "a", "rounds": []})
+    runs.append(make_run("z", "random", 0, random_dice, 15, label="random-v2"))
+    runs.append(make_run("z", "entropy", 0, uncertainty_dice, 12))
+    summary = write_report(runs, tmp_path)  # must not raise on any of these
+    x, y, z = (summary["datasets"][k] for k in "xyz")
+    assert x["baseline"] is None and any("no random baseline" in n for n in x["notes"])
+    assert x["strategies"]["bald"]["alc"]["mean"] is None
+    assert y["full_data"]["source"] == "unavailable"
+    assert z["baseline"] == "random-v2"  # a labelled variant of strategy random is the baseline
+    assert z["strategies"]["entropy"]["saving_95"] == pytest.approx(1 - 9 / 15)
+    assert "only 1 paired seed" in z["strategies"]["entropy"]["stats"]["note"]
+    assert (tmp_path / "report.html").exists()
