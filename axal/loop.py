@@ -11,6 +11,8 @@ initial weights for a given seed (comparisons are paired by seed).
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 import time
@@ -23,7 +25,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from axal.acquisition import Strategy
-from axal.atomic import atomic_write_json
+from axal.atomic import atomic_write, atomic_write_json
 from axal.callbacks import AcquisitionCallback
 from axal.data import DataError, load_dataset, split_by_subject
 from axal.networks import PLACEMENTS
@@ -279,6 +281,7 @@ def _rounds(
         results["rounds"].append(record)
         results["finished"] = last
         atomic_write_json(run_dir / RESULTS, results)
+        write_selection_csv(run_dir / "selection.csv", results, dm)
         for old in ckpt_dir.glob("round-*.ckpt"):
             if old.name != f"round-{r}.ckpt":
                 old.unlink()
@@ -290,6 +293,19 @@ def _rounds(
         )
         if results["finished"]:
             break
+
+
+def write_selection_csv(path: Path, results: dict[str, Any], dm: ActiveDataModule) -> None:
+    """One row per pick: round, image id, subject, score (what an annotator works through)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["round", "image_id", "subject", "score"])
+    for record in results["rounds"]:
+        for image_id in record["selected"]:
+            score = record["scores"].get(image_id)
+            writer.writerow([record["round"], image_id, dm.samples[image_id].subject,
+                             "" if score is None else f"{score:.6g}"])
+    atomic_write(path, buf.getvalue())
 
 
 def _float(value: Any) -> float | None:

@@ -101,6 +101,7 @@ class SegModel(L.LightningModule):
         patch_size: int = 256,
         overlap: int = 32,
         eval_batch_size: int = 4,
+        cosine: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net"])
@@ -167,6 +168,12 @@ class SegModel(L.LightningModule):
         self.test_metrics = self._finish("test")
 
     def configure_optimizers(self):
-        return torch.optim.Adam(
+        optimizer = torch.optim.Adam(
             self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
         )
+        if not self.hparams.cosine:
+            return optimizer
+        # decaying to ~0 by the last epoch makes the final weights, the ones tested, less noisy
+        epochs = max(1, self.trainer.max_epochs or 1)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}

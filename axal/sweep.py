@@ -63,7 +63,8 @@ def expand(cfg: DictConfig, overrides: list[str]) -> list[Job]:
     if not base.is_absolute():
         base = ROOT / base
     grid = OmegaConf.to_container(sweep.grid, resolve=True)
-    keys = list(grid)
+    # seeds outermost: an interrupted sweep holds complete seed-paired sets of strategies
+    keys = sorted(grid, key=lambda k: k != "seed")
     jobs = []
     for values in itertools.product(*(grid[k] for k in keys)):
         assignment = dict(zip(keys, values))
@@ -101,11 +102,12 @@ def _threads_per_job(jobs: int) -> int:
 def run_job(job: Job, threads: int, python: str = sys.executable) -> Job:
     """Run one job in a subprocess; its output goes to ``<run dir>/sweep.log``."""
     job.run_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [python, str(ROOT / "run.py"), *job.overrides, f"hydra.run.dir={job.run_dir}"]
+    quoted = "'" + str(job.run_dir).replace("'", "\\'") + "'"  # paths hold '=' and ','
+    cmd = [python, str(ROOT / "run.py"), *job.overrides, f"hydra.run.dir={quoted}"]
     cmd.append(f"trainer.num_threads={threads}")
     cmd.append("trainer.progress=false")
     if job.status == "resumable":
-        cmd.append(f"resume={job.run_dir}")
+        cmd.append(f"resume={quoted}")
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     job.log_path = job.run_dir / "sweep.log"
     with open(job.log_path, "a") as out:
@@ -125,7 +127,7 @@ def run_sweep(cfg: DictConfig, overrides: list[str], jobs: int | None = None) ->
             job.status = "skipped"
     pending = [j for j in todo if j.status != "skipped"]
     n_jobs = int(jobs or cfg.sweep.get("jobs", 1))
-    threads = _threads_per_job(n_jobs)
+    threads = int(cfg.sweep.get("threads") or _threads_per_job(n_jobs))
     print(
         f"sweep: {len(todo)} jobs, {len(todo) - len(pending)} already finished, "
         f"{len(pending)} to run ({n_jobs} at a time, {threads} threads each)",

@@ -241,3 +241,42 @@ def test_acquire_end_to_end() -> None:
     with pytest.raises(ValueError, match="dropout_placement"):
         acquire(BALD(), _tiny_net("none"), images, 1, mc_samples=2, seed=0, patch=32,
                 overlap=8)
+
+
+class _Scale(torch.nn.Module):
+    def forward(self, state):
+        return (4 * state[0],)
+
+
+class _DropToLogits(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.drop = torch.nn.Dropout(0.5)
+
+    def forward(self, state):
+        x = state[0]
+        return (torch.cat([torch.zeros_like(x), self.drop(x)], 1),)
+
+
+class _ToyNet(torch.nn.Module):
+    """Deterministic stage, then dropout feeding the foreground logit: only signal can flicker."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stages = torch.nn.ModuleList([_Scale(), _DropToLogits()])
+        self.bias = torch.nn.Parameter(torch.zeros(1))  # gives the net a device
+
+    def forward(self, x):
+        return self.stages[1](self.stages[0]((x,)))[0]
+
+
+def test_acquire_ranks_flickering_image_first_end_to_end() -> None:
+    """Constant-zero input: every MC sample agrees; bright input: dropout flips the answer."""
+    images = {"dark": np.zeros((16, 16), np.float32), "bright": np.ones((16, 16), np.float32),
+              "dim": np.full((16, 16), 0.1, np.float32)}
+    for strategy in (MCDropout(), BALD(), MCDropout(reduction="top_percentile")):
+        picks, scores = acquire(strategy, _ToyNet(), images, 1, mc_samples=8, seed=0,
+                                patch=32, overlap=0)
+        assert picks == ["bright"]
+        assert scores["dark"] == pytest.approx(0.0, abs=1e-9)
+        assert scores["bright"] > scores["dim"] > scores["dark"]

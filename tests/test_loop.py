@@ -42,6 +42,9 @@ def test_two_round_simulation_writes_the_results_contract(cfg_factory, tmp_path)
     assert (tmp_path / "checkpoints" / "round-1.ckpt").exists()
     assert not (tmp_path / "checkpoints" / "round-0.ckpt").exists()
     assert (tmp_path / "config.yaml").exists()
+    rows = (tmp_path / "selection.csv").read_text().splitlines()
+    assert rows[0] == "round,image_id,subject,score"
+    assert rows[1].startswith(f"0,{r0['selected'][0]},sub-syn")
     # uncertainty maps for the pick and the fixed pool images
     assert r0["uncertainty_maps"]
     assert all((tmp_path / p).exists() for p in r0["uncertainty_maps"])
@@ -175,3 +178,19 @@ def test_short_run_on_real_tem_data(tmp_path):
     assert len(saved["rounds"][0]["scores"]) == len(saved["splits"]["pool"])
     assert 0.0 < saved["rounds"][1]["test"]["dice"] <= 1.0
     assert (tmp_path / "csv" / "metrics.csv").exists()
+
+
+def test_wandb_logger_runs_offline_without_a_key(cfg_factory, tmp_path, monkeypatch):
+    from axal.tracking import wandb_mode
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    assert wandb_mode("auto") == "offline"
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert wandb_mode("auto") == "online" and wandb_mode("offline") == "offline"
+    monkeypatch.delenv("WANDB_API_KEY")
+    with pytest.raises(ValueError, match="logger.mode"):
+        wandb_mode("sometimes")
+    run(cfg_factory("logger=wandb", "strategy=random", "al.rounds=1"), tmp_path)
+    offline = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1
+    assert list(offline[0].glob("*.wandb"))  # the run's records, ready for `wandb sync`

@@ -1,0 +1,98 @@
+"""Hydra multirun and resumable sweeps, run as a user would: through subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import ROOT, compose_cfg
+
+ENV = dict(os.environ, WANDB_MODE="offline", OMP_NUM_THREADS="1")
+
+
+def _finished(run_dir: Path) -> bool:
+    path = run_dir / "results.json"
+    return path.exists() and json.loads(path.read_text()).get("finished", False)
+
+
+def test_multirun_2x2_gives_each_job_its_own_dir_and_survives_a_failing_job(tmp_path):
+    cmd = [
+        sys.executable, "run.py", "-m", "experiment=smoke", "strategy=random,bald",
+        "al.initial=2,50", "trainer.progress=false", f"hydra.sweep.dir={tmp_path}",
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = sorted(tmp_path.rglob("results.json"))
+    errors = sorted(tmp_path.rglob("error.txt"))
+    # al.initial=50 cannot fit 12 synthetic images: those two jobs fail, the others finish
+    assert len(results) == 2 and len(errors) == 2
+    assert len({p.parent for p in results + errors}) == 4
+    strategies = {json.loads(p.read_text())["strategy"] for p in results}
+    assert strategies == {"random", "bald"}
+    assert all(json.loads(p.read_text())["finished"] for p in results)
+    assert all("al.initial" in p.read_text() for p in errors)
+
+
+def test_killed_sweep_resumes_and_skips_finished_jobs(tmp_path):
+    args = [
+        sys.executable, "sweep.py", "experiment=smoke", f"sweep.dir={tmp_path}",
+        "sweep.grid.strategy=[random]", "sweep.grid.seed=[0,1]", "al.rounds=3",
+    ]
+    first = tmp_path / "strategy=random" / "seed0"
+    second = tmp_path / "strategy=random" / "seed1"
+    proc = subprocess.Popen(
+        args, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.time() + 300
+    while not _finished(first) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole sweep dies, as with a lost machine
+    output = proc.communicate()[0].decode(errors="replace")
+    assert proc.returncode != 0, "the sweep should have been killed mid-way:\n" + output[-3000:]
+    assert _finished(first), "the first job should have finished before the kill:\n" + output[-3000:]
+    assert not _finished(second)
+    stamp = (first / "results.json").stat().st_mtime_ns
+
+    again = subprocess.run(args, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "1 already finished" in again.stdout
+    assert (first / "results.json").stat().st_mtime_ns == stamp  # skipped, not rerun
+    assert _finished(second)
+    assert len(json.loads((second / "results.json").read_text())["rounds"]) == 3
+    assert (tmp_path / "report" / "report.html").exists()
+    assert (tmp_path / "report" / "summary.csv").exists()
+
+
+def test_launcher_configs_compose():
+    joblib = compose_cfg(["hydra/launcher=joblib", "experiment=smoke"])
+    assert joblib.strategy.name
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            config_name="config", overrides=["hydra/launcher=submitit_slurm"], return_hydra_config=True
+        )
+    assert "submitit" in cfg.hydra.launcher._target_.lower()
+
+
+def test_report_subcommand_on_existing_runs(tmp_path):
+    from axal.loop import run
+
+    for strategy, seed in [("random", 0), ("bald", 0)]:
+        run(compose_cfg(["experiment=smoke", f"strategy={strategy}", f"seed={seed}"]),
+            tmp_path / "runs" / strategy)
+    out = tmp_path / "rep"
+    proc = subprocess.run(
+        [sys.executable, "sweep.py", "report", str(tmp_path / "runs"), "--out", str(out)],
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    html = (out / "report.html").read_text()
+    assert "bald" in html and "random" in html and "<img" in html
