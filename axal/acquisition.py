@@ -394,14 +394,21 @@ def acquire(
     kw = dict(patch=patch, overlap=overlap, tile_batch=tile_batch, device=device)
     labelled = None
     if strategy.needs_features and labelled_images:
-        labelled = np.stack([image_features(net, labelled_images[i], **kw)
-                             for i in sorted(labelled_images)])
+        labelled = np.stack(
+            [image_features(net, labelled_images[i], **kw) for i in sorted(labelled_images)]
+        )
     scores: dict[str, float] = {}
     features: dict[str, np.ndarray] = {}
     for n, i in enumerate(ids, 1):
         if strategy.needs_mc:
-            stats = mc_dropout_stats(net, images[i], T=mc_samples, sample_chunk=sample_chunk,
-                                     seed=image_seed(seed, i), **kw)
+            stats = mc_dropout_stats(
+                net,
+                images[i],
+                T=mc_samples,
+                sample_chunk=sample_chunk,
+                seed=image_seed(seed, i),
+                **kw,
+            )
             scores[i] = strategy.score(stats)
             features[i] = stats.features
             if on_image is not None:

@@ -85,6 +85,7 @@ class AcquisitionCallback(L.Callback):
             overlap=pl_module.hparams.overlap,
             labelled_images={i: dm.images[i] for i in dm.labelled},
             sample_chunk=self.sample_chunk,
+            device=pl_module.device,
             progress=self.progress,
             on_image=keep,
         )
@@ -92,7 +93,9 @@ class AcquisitionCallback(L.Callback):
         dm.label(selected)
         self.selected = list(selected)
         self.scores = {i: float(v) for i, v in scores.items() if np.isfinite(v)}
-        self.maps = self._save_maps(dm, kept, list(selected) + [i for i in fixed if i not in selected])
+        self.maps = self._save_maps(
+            dm, kept, list(selected) + [i for i in fixed if i not in selected]
+        )
 
     def _save_maps(self, dm: Any, kept: dict, ids: list[str]) -> list[str]:
         """PNG of image, prediction and uncertainty for the picks and the fixed pool images."""
@@ -107,7 +110,9 @@ class AcquisitionCallback(L.Callback):
             image = _shrink(torch.from_numpy(dm.images[i]))
             role = "picked" if i in self.selected else "fixed"
             path = self.maps_dir / f"round-{self.round:02d}_{role}_{i}.png"
-            title = f"round {self.round} | {role} | {i} | score {self.scores.get(i, float('nan')):.4g}"
+            title = (
+                f"round {self.round} | {role} | {i} | score {self.scores.get(i, float('nan')):.4g}"
+            )
             save_uncertainty_png(path, image, prediction, uncertainty, title=title)
             paths.append(str(path))
         return paths

@@ -17,8 +17,16 @@ def save_uncertainty_png(
     uncertainty: np.ndarray,
     title: str = "",
 ) -> Path:
-    """Write a 1x3 PNG; uses matplotlib's object API so the caller's backend is untouched."""
+    """Write a 1x3 PNG; uses matplotlib's object API so the caller's backend is untouched.
+
+    ``prediction`` is the class map (argmax of the MC mean), ``uncertainty`` the strategy's
+    per-pixel map; both 2-D, possibly downsampled copies.
+    """
     from matplotlib.figure import Figure
+
+    for name, data in (("prediction", prediction), ("uncertainty", uncertainty)):
+        if np.ndim(data) != 2:
+            raise ValueError(f"{name} map must be 2-D, got shape {np.shape(data)}")
 
     fig = Figure(figsize=(9, 3.3), dpi=80)
     axes = fig.subplots(1, 3)
@@ -39,5 +47,6 @@ def save_uncertainty_png(
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, buf.getvalue())
     return path

@@ -288,7 +288,11 @@ def _rounds(
         log_round(logger, record, callback.maps)
         log.info(
             "round %d | labelled %d | test dice %.4f | train %.1fs | acquire %.1fs | picked %s",
-            r, len(labelled), record["test"]["dice"], train_seconds, callback.seconds,
+            r,
+            len(labelled),
+            record["test"]["dice"],
+            train_seconds,
+            callback.seconds,
             ",".join(callback.selected) or "-",
         )
         if results["finished"]:
@@ -303,8 +307,14 @@ def write_selection_csv(path: Path, results: dict[str, Any], dm: ActiveDataModul
     for record in results["rounds"]:
         for image_id in record["selected"]:
             score = record["scores"].get(image_id)
-            writer.writerow([record["round"], image_id, dm.samples[image_id].subject,
-                             "" if score is None else f"{score:.6g}"])
+            writer.writerow(
+                [
+                    record["round"],
+                    image_id,
+                    dm.samples[image_id].subject,
+                    "" if score is None else f"{score:.6g}",
+                ]
+            )
     atomic_write(path, buf.getvalue())
 
 

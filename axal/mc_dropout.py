@@ -15,11 +15,8 @@ paths draw identical dropout masks for the same seed and chunking, which the tes
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -323,8 +320,20 @@ def mc_dropout_stats(
     check_mc_capable(net)
     dev = torch.device(device) if device is not None else _net_device(net)
     with mc_mode(net):
-        return _run(prefix, suffix, image, T, patch, overlap, tile_batch, sample_chunk, seed,
-                    dev, multiple, on_suffix_batch)
+        return _run(
+            prefix,
+            suffix,
+            image,
+            T,
+            patch,
+            overlap,
+            tile_batch,
+            sample_chunk,
+            seed,
+            dev,
+            multiple,
+            on_suffix_batch,
+        )
 
 
 def naive_mc_stats(
@@ -347,8 +356,20 @@ def naive_mc_stats(
     check_mc_capable(net)
     dev = torch.device(device) if device is not None else _net_device(net)
     with mc_mode(net):
-        return _run([], _stages(net), image, T, patch, overlap, tile_batch, sample_chunk, seed,
-                    dev, multiple, on_suffix_batch)
+        return _run(
+            [],
+            _stages(net),
+            image,
+            T,
+            patch,
+            overlap,
+            tile_batch,
+            sample_chunk,
+            seed,
+            dev,
+            multiple,
+            on_suffix_batch,
+        )
 
 
 def image_features(
@@ -379,60 +400,3 @@ def image_features(
             total = pooled if total is None else total + pooled
     assert total is not None
     return (total / len(coords)).float().cpu().numpy()
-
-
-# --------------------------------------------------------------------------------------------
-# figure
-# --------------------------------------------------------------------------------------------
-
-
-def save_uncertainty_png(
-    path: str | Path,
-    image: np.ndarray | torch.Tensor,
-    stats: PixelStats,
-    uncertainty: np.ndarray | torch.Tensor | None = None,
-    title: str = "",
-) -> Path:
-    """Write image | prediction | uncertainty heatmap as one small PNG, atomically.
-
-    ``uncertainty`` is the strategy's per-pixel map (2-D); default: the mutual information.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    img = _as_image(image)[0].numpy()
-    unc = stats.mutual_info if uncertainty is None else uncertainty
-    unc = unc.detach().cpu().numpy() if torch.is_tensor(unc) else np.asarray(unc)
-    if unc.ndim != 2:
-        raise ValueError(f"uncertainty map must be 2-D, got shape {unc.shape}")
-    pred = stats.prediction.numpy()
-    fig, axes = plt.subplots(1, 3, figsize=(9, 3.3), dpi=80)
-    axes[0].imshow(img, cmap="gray")
-    axes[0].set_title("image")
-    axes[1].imshow(pred, cmap="viridis", vmin=0, vmax=max(1, stats.mean.shape[0] - 1),
-                   interpolation="nearest")
-    axes[1].set_title("prediction")
-    im = axes[2].imshow(unc, cmap="magma")
-    axes[2].set_title("uncertainty")
-    fig.colorbar(im, ax=axes[2], fraction=0.046, pad=0.04)
-    for ax in axes:
-        ax.axis("off")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    finally:
-        plt.close(fig)
-    return path

@@ -116,8 +116,9 @@ class SegModel(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         x, y = batch
         loss = self.loss_fn(self(x), y)
-        self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True,
-                 batch_size=x.shape[0])
+        self.log(
+            "train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=x.shape[0]
+        )
         return loss
 
     @torch.no_grad()

@@ -9,7 +9,7 @@ sits (``dropout_placement``) and therefore how much can be cached.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import segmentation_models_pytorch as smp
 import torch

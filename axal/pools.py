@@ -8,7 +8,8 @@ set's size: the training recipe does not depend on what the strategy picked.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import lightning as L
 import numpy as np

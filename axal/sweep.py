@@ -114,7 +114,9 @@ def run_job(job: Job, threads: int, python: str = sys.executable) -> Job:
         out.write(f"$ {' '.join(cmd)}\n")
         out.flush()
         proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    job.status = "done" if proc.returncode == 0 and job_state(job.run_dir) == "finished" else "failed"
+    job.status = (
+        "done" if proc.returncode == 0 and job_state(job.run_dir) == "finished" else "failed"
+    )
     return job
 
 

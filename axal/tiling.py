@@ -9,7 +9,7 @@ reflection. Evaluation and MC-dropout scoring both go through here.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +43,7 @@ def blend_weight(
 
 
 def pad_to(image: torch.Tensor, min_h: int, min_w: int, multiple: int) -> torch.Tensor:
-    """Reflect-pad a (..., H, W) tensor to at least (min_h, min_w) and a multiple of ``multiple``."""
+    """Reflect-pad (..., H, W) to at least (min_h, min_w) and a multiple of ``multiple``."""
     h, w = image.shape[-2:]
     th = max(min_h, -(-h // multiple) * multiple)
     tw = max(min_w, -(-w // multiple) * multiple)
@@ -56,9 +56,7 @@ def pad_to(image: torch.Tensor, min_h: int, min_w: int, multiple: int) -> torch.
     return x[0] if squeeze else x
 
 
-def iter_tiles(
-    height: int, width: int, patch: int, overlap: int
-) -> Iterator[tuple[int, int]]:
+def iter_tiles(height: int, width: int, patch: int, overlap: int) -> Iterator[tuple[int, int]]:
     for y in tile_starts(height, patch, overlap):
         for x in tile_starts(width, patch, overlap):
             yield y, x
@@ -84,9 +82,7 @@ def sliding_window(
     weight = blend_weight(ph, pw, overlap, padded.device)
     out: torch.Tensor | None = None
     norm = torch.zeros(hh, ww, device=padded.device)
-    coords = [
-        (y, x) for y in tile_starts(hh, ph, overlap) for x in tile_starts(ww, pw, overlap)
-    ]
+    coords = [(y, x) for y in tile_starts(hh, ph, overlap) for x in tile_starts(ww, pw, overlap)]
     for i in range(0, len(coords), batch_size):
         chunk = coords[i : i + batch_size]
         tiles = torch.stack([padded[:, y : y + ph, x : x + pw] for y, x in chunk])

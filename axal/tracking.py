@@ -26,7 +26,11 @@ def wandb_mode(mode: str | None) -> str:
 
 
 def make_logger(
-    cfg: dict[str, Any] | None, run_dir: Path, run_config: dict[str, Any], name: str, group: str,
+    cfg: dict[str, Any] | None,
+    run_dir: Path,
+    run_config: dict[str, Any],
+    name: str,
+    group: str,
     tags: list[str],
 ) -> Logger | None:
     """Build the Lightning logger that ``logger.kind`` names (wandb, csv or none)."""

@@ -14,7 +14,8 @@ dropout placement it prints one JSON line:
   peak_mb_tN   peak live bytes of the tensors created by torch ops while axal scores one
                256x256 tile at T=N (a TorchDispatchMode tracks every op output until it is
                freed; weights and the input are not counted, nor op-internal scratch buffers).
-               On CUDA: torch.cuda.max_memory_allocated instead. Flat in T = memory bounded.
+               On CUDA: torch.cuda.max_memory_allocated instead. The suffix batch is
+               min(T, sample_chunk=10) tiles, so t10 == t50 shows memory does not grow with T.
 
 Without arguments: every placement of the default model, then unet_paper (paper); the last line
 is the default model with ``head``. Usage: python benchmarks/acquisition.py [--n-images 2]
@@ -64,8 +65,9 @@ def load_pool(n: int) -> list[np.ndarray]:
         print(f"# axal.data unavailable ({exc}); reading PNGs with Pillow", file=sys.stderr)
     from PIL import Image
 
-    paths = sorted(glob.glob(str(root / "tem_mouse_corpuscallosum" / "sub-*" / "micr" /
-                                 "*_TEM.png")))
+    paths = sorted(
+        glob.glob(str(root / "tem_mouse_corpuscallosum" / "sub-*" / "micr" / "*_TEM.png"))
+    )
     if not paths:
         raise SystemExit(f"no TEM images under {root}; set AXAL_DATA")
     return [np.asarray(Image.open(p).convert("L"), np.float32) / 255.0 for p in paths[:n]]
@@ -142,8 +144,9 @@ class LiveBytes(TorchDispatchMode):
 
 def peak_mb(net: torch.nn.Module, image: np.ndarray, T: int) -> float:
     tile = image[:PATCH, :PATCH]
-    kw = dict(T=T, patch=PATCH, overlap=OVERLAP, tile_batch=TILE_BATCH,
-              sample_chunk=SAMPLE_CHUNK, seed=0)
+    kw = dict(
+        T=T, patch=PATCH, overlap=OVERLAP, tile_batch=TILE_BATCH, sample_chunk=SAMPLE_CHUNK, seed=0
+    )
     dev = next(net.parameters()).device
     if dev.type == "cuda":
         torch.cuda.synchronize()
@@ -182,8 +185,9 @@ def baal_fn(net: torch.nn.Module, T: int):
 
 def measure(model: str, placement: str, images: list[np.ndarray], T: int) -> dict:
     net = build(model, placement)
-    kw = dict(T=T, patch=PATCH, overlap=OVERLAP, tile_batch=TILE_BATCH,
-              sample_chunk=SAMPLE_CHUNK, seed=0)
+    kw = dict(
+        T=T, patch=PATCH, overlap=OVERLAP, tile_batch=TILE_BATCH, sample_chunk=SAMPLE_CHUNK, seed=0
+    )
     naive = images_per_s(lambda im: naive_mc_stats(net, im, **kw), images)
     axal = images_per_s(lambda im: mc_dropout_stats(net, im, **kw), images)
     baal = baal_fn(net, T)
@@ -203,6 +207,7 @@ def measure(model: str, placement: str, images: list[np.ndarray], T: int) -> dic
         "bound": round(1.0 / ((1 - share_p) + share_p / T), 3),
         "prefix_share": round(share_p, 3),
         "peak_mb_t5": round(peak_mb(net, images[0], 5), 1),
+        "peak_mb_t10": round(peak_mb(net, images[0], SAMPLE_CHUNK), 1),
         "peak_mb_t50": round(peak_mb(net, images[0], 50), 1),
     }
 
@@ -211,8 +216,12 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", choices=["default", "unet_paper"])
     ap.add_argument("--placement", choices=["paper", "decoder", "head"])
-    ap.add_argument("--n-images", type=int, default=1,
-                    help="pool images timed per method (each 600x600 = 9 tiles of 256)")
+    ap.add_argument(
+        "--n-images",
+        type=int,
+        default=1,
+        help="pool images timed per method (each 600x600 = 9 tiles of 256)",
+    )
     ap.add_argument("--T", type=int, default=20)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = ap.parse_args(argv)
@@ -221,8 +230,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.model or args.placement:
         runs = [(args.model or "default", args.placement or "paper")]
     else:
-        runs = [("unet_paper", "paper"), ("default", "paper"), ("default", "decoder"),
-                ("default", "head")]
+        runs = [
+            ("unet_paper", "paper"),
+            ("default", "paper"),
+            ("default", "decoder"),
+            ("default", "head"),
+        ]
     for model, placement in runs:
         print(json.dumps(measure(model, placement, images, args.T)), flush=True)
 

@@ -157,7 +157,8 @@ def test_selection_deterministic_per_seed() -> None:
     assert sample_ids(tied, 1, np.random.default_rng(0)) == ["a"]
     r = Random()
     assert r.select(scores, 4, np.random.default_rng(9)) == r.select(
-        dict(reversed(list(scores.items()))), 4, np.random.default_rng(9))
+        dict(reversed(list(scores.items()))), 4, np.random.default_rng(9)
+    )
 
 
 def test_coreset_prefers_spread_out_points() -> None:
@@ -167,25 +168,34 @@ def test_coreset_prefers_spread_out_points() -> None:
     feats = {f"c{i}": v for i, v in enumerate(cluster)}
     feats.update({f"f{i}": v for i, v in enumerate(far)})
     feats["lone"] = np.array([0.0, 10.0])
-    picks = Coreset().select({k: 0.0 for k in feats}, 2, rng,
-                             features=feats, labelled_features=np.zeros((1, 2)))
+    picks = Coreset().select(
+        {k: 0.0 for k in feats}, 2, rng, features=feats, labelled_features=np.zeros((1, 2))
+    )
     assert "lone" in picks and any(p.startswith("f") for p in picks)
     idx = k_center_greedy(np.array([[0.0], [0.1], [5.0], [9.0]]), 2, first=0)
     assert idx == [0, 3]
 
 
 def test_hybrid_avoids_near_duplicates() -> None:
-    feats = {"a": np.array([1.0, 1.0]), "b": np.array([1.0, 1.0]),
-             "c": np.array([0.0, 3.0]), "d": np.array([2.0, 0.0])}
+    feats = {
+        "a": np.array([1.0, 1.0]),
+        "b": np.array([1.0, 1.0]),
+        "c": np.array([0.0, 3.0]),
+        "d": np.array([2.0, 0.0]),
+    }
     scores = {"a": 10.0, "b": 10.0, "c": 5.0, "d": 1.0}
     picks = Hybrid().select(scores, 2, np.random.default_rng(0), features=feats)
     assert "a" in picks and "b" not in picks  # a top-uncertainty pure ranking picks both
     assert BALD().select(scores, 2, np.random.default_rng(0)) == ["a", "b"]
-    assert Hybrid(prefilter=3).select(scores, 2, np.random.default_rng(0),
-                                      features=feats) == ["a", "c"]
+    assert Hybrid(prefilter=3).select(scores, 2, np.random.default_rng(0), features=feats) == [
+        "a",
+        "c",
+    ]
     # a prefilter of k candidates leaves no choice: diversity needs room
-    assert Hybrid(prefilter=0.5).select(scores, 2, np.random.default_rng(0),
-                                        features=feats) == ["a", "b"]
+    assert Hybrid(prefilter=0.5).select(scores, 2, np.random.default_rng(0), features=feats) == [
+        "a",
+        "b",
+    ]
 
 
 def test_k_out_of_range_is_a_clear_error() -> None:
@@ -220,8 +230,17 @@ def test_acquire_end_to_end() -> None:
     net = _tiny_net()
     net.train()
     seen: list[str] = []
-    picks, scores = acquire(BALD(), net, images, 2, mc_samples=4, seed=1, patch=32, overlap=8,
-                            on_image=lambda i, st: seen.append(i))
+    picks, scores = acquire(
+        BALD(),
+        net,
+        images,
+        2,
+        mc_samples=4,
+        seed=1,
+        patch=32,
+        overlap=8,
+        on_image=lambda i, st: seen.append(i),
+    )
     assert net.training and all(m.training for m in net.modules())  # modes restored
     assert seen == sorted(images) and set(scores) == set(images)
     assert picks == sorted(scores, key=lambda i: -scores[i])[:2]
@@ -232,15 +251,32 @@ def test_acquire_end_to_end() -> None:
     assert len(set(picks_r)) == 3 and scores_r == {}
     # coreset runs only the deterministic prefix, on the pool and the labelled set
     labelled = {"lab": rng.random((40, 48)).astype(np.float32)}
-    picks_c, _ = acquire(Coreset(), _tiny_net("none"), images, 2, mc_samples=4, seed=1,
-                         patch=32, overlap=8, labelled_images=labelled)
+    picks_c, _ = acquire(
+        Coreset(),
+        _tiny_net("none"),
+        images,
+        2,
+        mc_samples=4,
+        seed=1,
+        patch=32,
+        overlap=8,
+        labelled_images=labelled,
+    )
     assert len(set(picks_c)) == 2
-    picks_h, _ = acquire(Hybrid(), net, images, 2, mc_samples=3, seed=1, patch=32,
-                         overlap=8, labelled_images=labelled)
+    picks_h, _ = acquire(
+        Hybrid(),
+        net,
+        images,
+        2,
+        mc_samples=3,
+        seed=1,
+        patch=32,
+        overlap=8,
+        labelled_images=labelled,
+    )
     assert len(set(picks_h)) == 2
     with pytest.raises(ValueError, match="dropout_placement"):
-        acquire(BALD(), _tiny_net("none"), images, 1, mc_samples=2, seed=0, patch=32,
-                overlap=8)
+        acquire(BALD(), _tiny_net("none"), images, 1, mc_samples=2, seed=0, patch=32, overlap=8)
 
 
 class _Scale(torch.nn.Module):
@@ -272,11 +308,15 @@ class _ToyNet(torch.nn.Module):
 
 def test_acquire_ranks_flickering_image_first_end_to_end() -> None:
     """Constant-zero input: every MC sample agrees; bright input: dropout flips the answer."""
-    images = {"dark": np.zeros((16, 16), np.float32), "bright": np.ones((16, 16), np.float32),
-              "dim": np.full((16, 16), 0.1, np.float32)}
+    images = {
+        "dark": np.zeros((16, 16), np.float32),
+        "bright": np.ones((16, 16), np.float32),
+        "dim": np.full((16, 16), 0.1, np.float32),
+    }
     for strategy in (MCDropout(), BALD(), MCDropout(reduction="top_percentile")):
-        picks, scores = acquire(strategy, _ToyNet(), images, 1, mc_samples=8, seed=0,
-                                patch=32, overlap=0)
+        picks, scores = acquire(
+            strategy, _ToyNet(), images, 1, mc_samples=8, seed=0, patch=32, overlap=0
+        )
         assert picks == ["bright"]
         assert scores["dark"] == pytest.approx(0.0, abs=1e-9)
         assert scores["bright"] > scores["dim"] > scores["dark"]

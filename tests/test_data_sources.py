@@ -1,4 +1,4 @@
-"""Dataset sources: real BIDS datasets, tiny generated BIDS/folder datasets, locating/downloading."""
+"""Dataset sources: real BIDS datasets, tiny generated BIDS/folder datasets, locating data."""
 
 from __future__ import annotations
 

@@ -21,7 +21,10 @@ def test_two_round_simulation_writes_the_results_contract(cfg_factory, tmp_path)
     saved = _results(tmp_path)
     assert saved["finished"] is True
     assert (saved["dataset"], saved["task"], saved["strategy"], saved["seed"]) == (
-        "synthetic", "myelin", "mc_dropout", 0,
+        "synthetic",
+        "myelin",
+        "mc_dropout",
+        0,
     )
     assert set(saved["splits"]) == {"test", "val", "initial", "pool"}
     assert len(saved["rounds"]) == 2

@@ -7,13 +7,13 @@ import pytest
 import torch
 from torch import nn
 
+from axal.figures import save_uncertainty_png
 from axal.mc_dropout import (
     StreamingMoments,
     image_features,
     mc_dropout_stats,
     mc_mode,
     naive_mc_stats,
-    save_uncertainty_png,
     split_stages,
 )
 from axal.networks import PaperUNet, SmpUNet
@@ -23,14 +23,19 @@ PLACEMENTS = ("paper", "decoder", "head")
 
 def _smp(placement: str, classes: int = 2) -> nn.Module:
     torch.manual_seed(0)
-    return SmpUNet(decoder_channels=(16, 8, 8, 8, 8), dropout_placement=placement,
-                   classes=classes, dropout_rate=0.3)
+    return SmpUNet(
+        decoder_channels=(16, 8, 8, 8, 8),
+        dropout_placement=placement,
+        classes=classes,
+        dropout_rate=0.3,
+    )
 
 
 def _paper(placement: str, classes: int = 2) -> nn.Module:
     torch.manual_seed(0)
-    return PaperUNet(filters=(8, 16, 32), dropout_placement=placement, classes=classes,
-                     dropout_rate=0.3)
+    return PaperUNet(
+        filters=(8, 16, 32), dropout_placement=placement, classes=classes, dropout_rate=0.3
+    )
 
 
 def _stats_from_stack(probs: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -39,8 +44,12 @@ def _stats_from_stack(probs: torch.Tensor) -> dict[str, torch.Tensor]:
     mean = p.mean(0)
     ent = -(mean * mean.clamp_min(1e-12).log()).sum(0)
     sample_ent = -(p * p.clamp_min(1e-12).log()).sum(1)
-    return {"mean": mean, "var": p.var(0, unbiased=False), "entropy": ent,
-            "mutual_info": ent - sample_ent.mean(0)}
+    return {
+        "mean": mean,
+        "var": p.var(0, unbiased=False),
+        "entropy": ent,
+        "mutual_info": ent - sample_ent.mean(0),
+    }
 
 
 def test_mc_mode_samples_dropout_freezes_batchnorm_and_restores() -> None:
@@ -79,8 +88,9 @@ def test_cached_prefix_equals_whole_network_with_same_masks(make, placement) -> 
         naive = naive_mc_stats(net, image, **kw)
         assert cached.var.max() > 0  # the samples really differ
         for key in ("mean", "var", "entropy", "mutual_info"):
-            torch.testing.assert_close(getattr(cached, key), getattr(naive, key),
-                                       atol=1e-6, rtol=1e-5)
+            torch.testing.assert_close(
+                getattr(cached, key), getattr(naive, key), atol=1e-6, rtol=1e-5
+            )
 
 
 def test_streaming_moments_equal_full_stack() -> None:
@@ -123,8 +133,16 @@ def test_suffix_batch_never_grows_with_T() -> None:
     sizes: list[int] = []
     handle = suffix[0].register_forward_hook(lambda m, i, o: sizes.append(o[0].shape[0]))
     try:
-        mc_dropout_stats(net, torch.rand(1, 100, 100), T=50, patch=64, overlap=16,
-                         tile_batch=2, sample_chunk=4, seed=0)
+        mc_dropout_stats(
+            net,
+            torch.rand(1, 100, 100),
+            T=50,
+            patch=64,
+            overlap=16,
+            tile_batch=2,
+            sample_chunk=4,
+            seed=0,
+        )
     finally:
         handle.remove()
     n_tiles = 9  # 100 -> padded 128 -> starts 0, 48, 64 per axis
@@ -160,8 +178,11 @@ def test_save_uncertainty_png(tmp_path) -> None:
     net = _paper("head")
     image = torch.rand(1, 40, 40)
     stats = mc_dropout_stats(net, image, T=2, patch=64, seed=0)
-    out = save_uncertainty_png(tmp_path / "maps" / "u.png", image, stats, stats.var[1], "x")
+    pred = stats.prediction.numpy()
+    out = save_uncertainty_png(
+        tmp_path / "maps" / "u.png", image[0].numpy(), pred, stats.var[1].numpy(), "x"
+    )
     assert out.is_file() and out.stat().st_size > 1000
     assert [p.name for p in out.parent.iterdir()] == ["u.png"]  # no temp file left behind
-    with pytest.raises(ValueError):
-        save_uncertainty_png(tmp_path / "bad.png", image, stats, stats.var)
+    with pytest.raises(ValueError, match="2-D"):
+        save_uncertainty_png(tmp_path / "bad.png", image[0].numpy(), pred, stats.var.numpy())

@@ -38,7 +38,10 @@ def test_state_round_trip_restores_every_pool(dm):
     fresh.load_state_dict(state)
     assert fresh.state_dict() == state
     assert (fresh.labelled, fresh.unlabelled, fresh.test, fresh.val) == (
-        dm.labelled, dm.unlabelled, dm.test, dm.val,
+        dm.labelled,
+        dm.unlabelled,
+        dm.test,
+        dm.val,
     )
     with pytest.raises(ValueError, match="lacks"):
         fresh.load_state_dict({**state, "labelled": ["nope"]})

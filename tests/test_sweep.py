@@ -22,8 +22,14 @@ def _finished(run_dir: Path) -> bool:
 
 def test_multirun_2x2_gives_each_job_its_own_dir_and_survives_a_failing_job(tmp_path):
     cmd = [
-        sys.executable, "run.py", "-m", "experiment=smoke", "strategy=random,bald",
-        "al.initial=2,50", "trainer.progress=false", f"hydra.sweep.dir={tmp_path}",
+        sys.executable,
+        "run.py",
+        "-m",
+        "experiment=smoke",
+        "strategy=random,bald",
+        "al.initial=2,50",
+        "trainer.progress=false",
+        f"hydra.sweep.dir={tmp_path}",
     ]
     proc = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -40,13 +46,22 @@ def test_multirun_2x2_gives_each_job_its_own_dir_and_survives_a_failing_job(tmp_
 
 def test_killed_sweep_resumes_and_skips_finished_jobs(tmp_path):
     args = [
-        sys.executable, "sweep.py", "experiment=smoke", f"sweep.dir={tmp_path}",
-        "sweep.grid.strategy=[random]", "sweep.grid.seed=[0,1]", "al.rounds=3",
+        sys.executable,
+        "sweep.py",
+        "experiment=smoke",
+        f"sweep.dir={tmp_path}",
+        "sweep.grid.strategy=[random]",
+        "sweep.grid.seed=[0,1]",
+        "al.rounds=3",
     ]
     first = tmp_path / "strategy=random" / "seed0"
     second = tmp_path / "strategy=random" / "seed1"
     proc = subprocess.Popen(
-        args, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        args,
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     deadline = time.time() + 300
@@ -56,7 +71,9 @@ def test_killed_sweep_resumes_and_skips_finished_jobs(tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)  # the whole sweep dies, as with a lost machine
     output = proc.communicate()[0].decode(errors="replace")
     assert proc.returncode != 0, "the sweep should have been killed mid-way:\n" + output[-3000:]
-    assert _finished(first), "the first job should have finished before the kill:\n" + output[-3000:]
+    assert _finished(first), (
+        "the first job should have finished before the kill:\n" + output[-3000:]
+    )
     assert not _finished(second)
     stamp = (first / "results.json").stat().st_mtime_ns
 
@@ -77,7 +94,9 @@ def test_launcher_configs_compose():
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(
-            config_name="config", overrides=["hydra/launcher=submitit_slurm"], return_hydra_config=True
+            config_name="config",
+            overrides=["hydra/launcher=submitit_slurm"],
+            return_hydra_config=True,
         )
     assert "submitit" in cfg.hydra.launcher._target_.lower()
 
@@ -86,12 +105,18 @@ def test_report_subcommand_on_existing_runs(tmp_path):
     from axal.loop import run
 
     for strategy, seed in [("random", 0), ("bald", 0)]:
-        run(compose_cfg(["experiment=smoke", f"strategy={strategy}", f"seed={seed}"]),
-            tmp_path / "runs" / strategy)
+        run(
+            compose_cfg(["experiment=smoke", f"strategy={strategy}", f"seed={seed}"]),
+            tmp_path / "runs" / strategy,
+        )
     out = tmp_path / "rep"
     proc = subprocess.run(
         [sys.executable, "sweep.py", "report", str(tmp_path / "runs"), "--out", str(out)],
-        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     html = (out / "report.html").read_text()

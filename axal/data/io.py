@@ -64,7 +64,7 @@ def _read_array(path: Path) -> np.ndarray:
 
 
 def _to_grey(arr: np.ndarray, path: Path) -> tuple[np.ndarray, float]:
-    """Collapse channels to one grey plane (alpha ignored) and return it with its full-scale value."""
+    """Collapse channels to one grey plane (alpha ignored); also return its full-scale value."""
     if arr.ndim == 3 and arr.shape[0] in (1, 2, 3, 4) and arr.shape[-1] > 4:
         arr = np.moveaxis(arr, 0, -1)  # planar TIFF (C, H, W)
     if arr.ndim == 3 and arr.shape[-1] in (1, 2):

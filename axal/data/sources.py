@@ -216,7 +216,8 @@ def _load_bids_sample(
         myelin = _find_label(label_dir, stem, "myelin")
         if axon is None or myelin is None:
             raise DataError(
-                f"image has no mask: {image_path}. Add {label_dir / (stem + '_seg-axonmyelin-manual.png')}"
+                f"image has no mask: {image_path}. "
+                f"Add {label_dir / (stem + '_seg-axonmyelin-manual.png')}"
                 f" (0 background, 127 myelin, 255 axon) or both {stem}_seg-axon-manual.png and "
                 f"{stem}_seg-myelin-manual.png in {label_dir}, or remove the image"
             )
@@ -338,7 +339,8 @@ def locate_dataset(name: str, root: str | None = None) -> Path:
             if _is_dataset_dir(candidate, spec.modality):
                 return candidate
         raise DataError(
-            f"dataset.root={root} does not hold the {name} dataset: expected {spec.modality} images "
+            f"dataset.root={root} does not hold the {name} dataset: "
+            f"expected {spec.modality} images "
             f"at {base}/sub-*/micr/ or {base / spec.folder}/sub-*/micr/"
         )
     env = os.environ.get("AXAL_DATA")
