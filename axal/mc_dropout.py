@@ -26,7 +26,6 @@ from .tiling import blend_weight, pad_to, tile_starts
 
 State = tuple[torch.Tensor, ...]
 _DROPOUT = nn.modules.dropout._DropoutNd  # Dropout, Dropout1d/2d/3d, AlphaDropout, ...
-_EPS = 1e-12
 
 
 # --------------------------------------------------------------------------------------------
@@ -139,13 +138,15 @@ class PixelStats:
 
 
 def _entropy(p: torch.Tensor, dim: int) -> torch.Tensor:
-    return -(p * p.clamp_min(_EPS).log()).sum(dim)
+    return torch.special.entr(p).sum(dim)
 
 
 class StreamingMoments:
     """Online sums over MC samples of p, p^2 and the sample entropy, for a batch of tiles.
 
-    Sums are float64 so that var = E[p^2] - E[p]^2 does not cancel badly at large T.
+    Per-sample work stays in float32 (it is the hot path once the prefix is cached); each
+    chunk's sums are added into float64 totals, so var = E[p^2] - E[p]^2 does not lose
+    precision as T grows.
     """
 
     def __init__(self) -> None:
@@ -156,8 +157,10 @@ class StreamingMoments:
 
     def update(self, probs: torch.Tensor) -> None:
         """Add samples ``probs`` of shape (S, B, C, H, W)."""
-        p = probs.double()
-        s1, s2, sh = p.sum(0), (p * p).sum(0), _entropy(p, 2).sum(0)
+        p = probs.float()
+        s1 = p.sum(0).double()
+        s2 = (p * p).sum(0).double()
+        sh = _entropy(p, 2).sum(0).double()
         if self.s1 is None:
             self.s1, self.s2, self.sh = s1, s2, sh
         else:

@@ -134,6 +134,7 @@ class SmpUNet(StagedNet):
         classes: int = 2,
         dropout_rate: float = 0.2,
         dropout_placement: str = "paper",
+        head_kernel: int = 1,
     ) -> None:
         super().__init__()
         _check_placement(dropout_placement, dropout_rate)
@@ -155,7 +156,9 @@ class SmpUNet(StagedNet):
             stages.append(
                 _SmpBlockStage(block, i < n_skips, dropout_rate, dropout_placement == "decoder")
             )
-        stages.append(_HeadStage(unet.segmentation_head, dropout_rate, dropout_placement == "head"))
+        # a 1x1 head, as the original U-Net and the paper's: cheap to run T times
+        head = nn.Conv2d(decoder_channels[-1], classes, head_kernel, padding=head_kernel // 2)
+        stages.append(_HeadStage(head, dropout_rate, dropout_placement == "head"))
         self.stages = nn.ModuleList(stages)
 
 

@@ -50,7 +50,7 @@ from axal.mc_dropout import (  # noqa: E402
 from axal.networks import PaperUNet, SmpUNet  # noqa: E402
 from axal.tiling import sliding_window  # noqa: E402
 
-PATCH, OVERLAP, TILE_BATCH, SAMPLE_CHUNK = 256, 32, 4, 10
+PATCH, OVERLAP, TILE_BATCH, SAMPLE_CHUNK = 256, 32, 4, 5
 
 
 def load_pool(n: int) -> list[np.ndarray]:

@@ -29,12 +29,12 @@ def test_smp_unet_places_dropout_where_asked(placement):
 
 def test_smp_unet_without_dropout_equals_plain_smp_unet():
     torch.manual_seed(0)
-    ours = SmpUNet(dropout_placement="none", encoder_name="resnet18", **TINY).eval()
+    ours = SmpUNet(dropout_placement="none", encoder_name="resnet18", head_kernel=3, **TINY).eval()
     plain = smp.Unet("resnet18", encoder_weights=None, in_channels=1, classes=2, **TINY).eval()
     plain.encoder.load_state_dict(ours.stages[0].encoder.state_dict())
     for i, block in enumerate(plain.decoder.blocks):
         block.load_state_dict(ours.stages[2 + i].block.state_dict())
-    plain.segmentation_head.load_state_dict(ours.stages[-1].head.state_dict())
+    plain.segmentation_head[0].load_state_dict(ours.stages[-1].head.state_dict())
     x = torch.rand(1, 1, 64, 64)
     assert torch.allclose(ours(x), plain(x), atol=1e-5)
 
