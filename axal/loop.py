@@ -263,6 +263,7 @@ def _rounds(
         t0 = time.perf_counter()
         trainer.fit(model, datamodule=dm)
         train_seconds = time.perf_counter() - t0
+        train_loss = _float(trainer.callback_metrics.get("train_loss"))
         trainer.test(model, datamodule=dm, verbose=False)
         record = {
             "round": r,
@@ -271,7 +272,7 @@ def _rounds(
             "selected": callback.selected,
             "scores": callback.scores,
             "test": model.test_metrics,
-            "train_loss": _float(trainer.callback_metrics.get("train_loss")),
+            "train_loss": train_loss,
             "train_seconds": round(train_seconds, 3),
             "acquire_seconds": round(callback.seconds, 3),
             "uncertainty_maps": [str(Path(p).relative_to(run_dir)) for p in callback.maps],

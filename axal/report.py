@@ -831,20 +831,32 @@ def _learning_curve_figure(summary: dict):
     return fig
 
 
+def _run_maps(run: Mapping) -> dict[str, list[str]]:
+    """round -> map paths: a top-level ``uncertainty_maps`` or the rounds' own lists."""
+    top = run.get("uncertainty_maps")
+    if top:
+        return dict(top)
+    return {
+        str(r.get("round")): list(r["uncertainty_maps"])
+        for r in run.get("rounds", [])
+        if r.get("uncertainty_maps")
+    }
+
+
 def _uncertainty_entries(runs: list[dict]) -> dict[str, dict[str, dict]]:
     """dataset -> strategy -> {seed, rounds: [(round, [Path])]} for the lowest-seed run."""
     groups, _ = _group(runs)
     out: dict[str, dict[str, dict]] = {}
     for ds, strategies in sorted(groups.items()):
         for st, per in sorted(strategies.items()):
-            with_maps = [s for s, r in per.items() if r.get("uncertainty_maps")]
+            with_maps = [s for s, r in per.items() if _run_maps(r)]
             if not with_maps:
                 continue
             seed = min(with_maps, key=_seed_key)
             run = per[seed]
             base = Path(run.get("_path", ".")).parent
             items = []
-            for rnd, files in sorted(run["uncertainty_maps"].items(), key=lambda kv: _rkey(kv[0])):
+            for rnd, files in sorted(_run_maps(run).items(), key=lambda kv: _rkey(kv[0])):
                 files = [files] if isinstance(files, str) else list(files or [])
                 items.append((rnd, [base / f for f in files]))
             out.setdefault(ds, {})[st] = {"seed": seed, "rounds": items}

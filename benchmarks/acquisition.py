@@ -74,12 +74,17 @@ def load_pool(n: int) -> list[np.ndarray]:
 
 
 def build(model: str, placement: str) -> torch.nn.Module:
+    """The network of ``conf/model/<model>.yaml`` with the given placement, seeded weights."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
     torch.manual_seed(0)
-    if model == "default":
-        return SmpUNet(dropout_placement=placement).eval()
-    if model == "unet_paper":
-        return PaperUNet(dropout_placement=placement).eval()
-    raise SystemExit(f"--model {model!r}: choose default or unet_paper")
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            config_name="config",
+            overrides=[f"model={model}", f"model.dropout_placement={placement}"],
+        )
+    return instantiate(cfg.model.net, classes=2).eval()
 
 
 def images_per_s(fn, images: list[np.ndarray]) -> float:
@@ -214,7 +219,7 @@ def measure(model: str, placement: str, images: list[np.ndarray], T: int) -> dic
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", choices=["default", "unet_paper"])
+    ap.add_argument("--model", choices=["default", "unet_paper", "resnet18"])
     ap.add_argument("--placement", choices=["paper", "decoder", "head"])
     ap.add_argument(
         "--n-images",
@@ -232,6 +237,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         runs = [
             ("unet_paper", "paper"),
+            ("unet_paper", "head"),
+            ("resnet18", "head"),
             ("default", "paper"),
             ("default", "decoder"),
             ("default", "head"),

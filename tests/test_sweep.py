@@ -121,3 +121,5 @@ def test_report_subcommand_on_existing_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     html = (out / "report.html").read_text()
     assert "bald" in html and "random" in html and "<img" in html
+    # the uncertainty maps that bald saved each round reach the report's evolution figure
+    assert (out / "uncertainty_maps.png").exists()
