@@ -321,6 +321,38 @@ def mc_dropout_stats(
     """
     prefix, suffix = split_stages(net)
     check_mc_capable(net)
+    return _with_mc(
+        net,
+        prefix,
+        suffix,
+        image,
+        T,
+        patch,
+        overlap,
+        tile_batch,
+        sample_chunk,
+        seed,
+        device,
+        multiple,
+        on_suffix_batch,
+    )
+
+
+def _with_mc(
+    net: nn.Module,
+    prefix,
+    suffix,
+    image,
+    T,
+    patch,
+    overlap,
+    tile_batch,
+    sample_chunk,
+    seed,
+    device,
+    multiple,
+    on_suffix_batch,
+) -> PixelStats:
     dev = torch.device(device) if device is not None else _net_device(net)
     with mc_mode(net):
         return _run(
@@ -357,22 +389,21 @@ def naive_mc_stats(
     Same accumulation as :func:`mc_dropout_stats`; ``features`` is then only the input's mean.
     """
     check_mc_capable(net)
-    dev = torch.device(device) if device is not None else _net_device(net)
-    with mc_mode(net):
-        return _run(
-            [],
-            _stages(net),
-            image,
-            T,
-            patch,
-            overlap,
-            tile_batch,
-            sample_chunk,
-            seed,
-            dev,
-            multiple,
-            on_suffix_batch,
-        )
+    return _with_mc(
+        net,
+        [],
+        _stages(net),
+        image,
+        T,
+        patch,
+        overlap,
+        tile_batch,
+        sample_chunk,
+        seed,
+        device,
+        multiple,
+        on_suffix_batch,
+    )
 
 
 def image_features(

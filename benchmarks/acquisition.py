@@ -47,7 +47,6 @@ from axal.mc_dropout import (  # noqa: E402
     run_stages,
     split_stages,
 )
-from axal.networks import PaperUNet, SmpUNet  # noqa: E402
 from axal.tiling import sliding_window  # noqa: E402
 
 PATCH, OVERLAP, TILE_BATCH, SAMPLE_CHUNK = 256, 32, 4, 5

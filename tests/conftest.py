@@ -35,11 +35,21 @@ def cfg_factory():
 
 
 def real_data_root() -> Path | None:
+    """The folder holding both public datasets: $AXAL_DATA, else ../shared/data."""
     env = os.environ.get("AXAL_DATA")
     for candidate in ([Path(env)] if env else []) + [ROOT.parent / "shared" / "data"]:
-        if (candidate / "tem_mouse_corpuscallosum").is_dir():
+        if all(
+            (candidate / d).is_dir() for d in ("tem_mouse_corpuscallosum", "sem_rat_spinalcord")
+        ):
             return candidate
     return None
+
+
+REAL_DATA = real_data_root()
+needs_data = pytest.mark.skipif(
+    REAL_DATA is None,
+    reason="real data not found: set AXAL_DATA to the folder holding tem_mouse_corpuscallosum/",
+)
 
 
 @pytest.fixture(autouse=True)

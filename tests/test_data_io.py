@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 import tifffile
@@ -19,25 +16,10 @@ from axal.data import (
     read_mask,
     resample,
 )
+from tests.conftest import REAL_DATA, needs_data
 
+DATA = REAL_DATA
 
-def _real_data() -> Path | None:
-    env = os.environ.get("AXAL_DATA")
-    for candidate in ([Path(env)] if env else []) + [
-        Path(__file__).resolve().parents[2] / "shared" / "data"
-    ]:
-        if (candidate / "sem_rat_spinalcord").is_dir() and (
-            candidate / "tem_mouse_corpuscallosum"
-        ).is_dir():
-            return candidate
-    return None
-
-
-DATA = _real_data()
-needs_data = pytest.mark.skipif(
-    DATA is None,
-    reason="real data not found: set AXAL_DATA to the folder holding sem_rat_spinalcord/",
-)
 SEM_LABELS = "sem_rat_spinalcord/derivatives/labels"
 TEM_LABELS = "tem_mouse_corpuscallosum/derivatives/labels"
 

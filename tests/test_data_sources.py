@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,25 +11,9 @@ import pytest
 from PIL import Image
 
 from axal.data import DataError, load_bids, load_dataset, load_folder, locate_dataset
+from tests.conftest import REAL_DATA, needs_data
 
-
-def _real_data() -> Path | None:
-    env = os.environ.get("AXAL_DATA")
-    for candidate in ([Path(env)] if env else []) + [
-        Path(__file__).resolve().parents[2] / "shared" / "data"
-    ]:
-        if (candidate / "sem_rat_spinalcord").is_dir() and (
-            candidate / "tem_mouse_corpuscallosum"
-        ).is_dir():
-            return candidate
-    return None
-
-
-DATA = _real_data()
-needs_data = pytest.mark.skipif(
-    DATA is None,
-    reason="real data not found: set AXAL_DATA to the folder holding sem_rat_spinalcord/",
-)
+DATA = REAL_DATA
 
 
 def _offline(*args, **kwargs):
