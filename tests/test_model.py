@@ -96,3 +96,24 @@ def test_test_dice_is_one_for_a_perfect_model():
     model.on_test_epoch_start()
     model._count({"image": image, "mask": (image[0] > 0.5).long()})
     assert scores_from_stats(*model._counts)["dice"] == pytest.approx(1.0)
+
+
+def test_mc_dropout_layer_drops_at_the_configured_rate_and_keeps_the_mean():
+    from axal.networks import MCDropout
+
+    drop = MCDropout(0.2).train()
+    x = torch.ones(200_000)
+    with torch.inference_mode():
+        y = drop(x)
+    dropped = (y == 0).float().mean().item()
+    assert dropped == pytest.approx(51 / 256, abs=0.005)
+    assert y.mean().item() == pytest.approx(1.0, abs=0.01)  # kept units are rescaled
+    with torch.inference_mode():
+        assert not torch.equal(drop(x), y)  # a new mask every pass
+    drop.eval()
+    assert torch.equal(drop(x), x)
+    # training (autograd on) uses torch's dropout: gradients flow through kept units
+    drop.train()
+    w = torch.ones(1000, requires_grad=True)
+    drop(w).sum().backward()
+    assert set(w.grad.unique().tolist()) <= {0.0, 1.25}
