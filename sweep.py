@@ -23,6 +23,9 @@ if __name__ == "__main__":
         parser = argparse.ArgumentParser(prog="sweep.py report", description=main_report.__doc__)
         parser.add_argument("dirs", nargs="+", type=Path, help="run folders or results.json files")
         parser.add_argument("--out", type=Path, default=None, help="report folder")
+        parser.add_argument(
+            "--include-unfinished", action="store_true", help="also runs still in progress"
+        )
         args = parser.parse_args(sys.argv[2:])
-        sys.exit(main_report(args.dirs, args.out))
+        sys.exit(main_report(args.dirs, args.out, args.include_unfinished))
     sys.exit(main_sweep(sys.argv[1:]))

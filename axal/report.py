@@ -804,8 +804,9 @@ def _learning_curve_figure(summary: dict):
             if band.any():
                 ax.fill_between(
                     x,
-                    np.where(band, lo, np.nan),
-                    np.where(band, hi, np.nan),
+                    # Dice lives in [0, 1]: a t-band over few seeds can overshoot it
+                    np.where(band, np.clip(lo, 0.0, 1.0), np.nan),
+                    np.where(band, np.clip(hi, 0.0, 1.0), np.nan),
                     color=color,
                     alpha=0.18,
                     lw=0,

@@ -144,12 +144,25 @@ def run_sweep(cfg: DictConfig, overrides: list[str], jobs: int | None = None) ->
     return todo
 
 
-def main_report(dirs: list[Path], out: Path | None = None) -> int:
-    """Write the comparison report for existing runs (results.json files or folders)."""
-    from axal.report import write_report
+def main_report(
+    dirs: list[Path], out: Path | None = None, include_unfinished: bool = False
+) -> int:
+    """Write the comparison report for existing runs (results.json files or folders).
+
+    Runs still in progress are left out unless asked for: their shorter curves would shrink
+    the budget range over which every strategy's area under the curve is compared.
+    """
+    from axal.report import load_runs, write_report
 
     out = out or (dirs[0] / "report" if len(dirs) == 1 else Path("report"))
-    summary = write_report([str(d) for d in dirs], out)
+    runs = load_runs([str(d) for d in dirs])
+    kept = [r for r in runs if include_unfinished or r.get("_finished")]
+    if len(kept) < len(runs):
+        print(f"report: {len(runs) - len(kept)} unfinished run(s) left out")
+    if not kept:
+        print("report: no finished run to report on", file=sys.stderr)
+        return 1
+    summary = write_report(kept, out)
     print(f"report: {out / 'report.html'}")
     for note in summary.get("notes", [])[:10]:
         print(f"note: {note}")

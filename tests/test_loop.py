@@ -219,3 +219,25 @@ def test_reinit_false_fine_tunes_the_previous_rounds_model(cfg_factory, tmp_path
     loaded.clear()
     run(cfg_factory("strategy=random"), tmp_path / "scratch")
     assert loaded == []  # retrained from scratch: no checkpoint read
+
+
+@pytest.mark.parametrize(
+    "strategy", ["entropy", "margin", "coreset", "hybrid", "bald_power", "mc_dropout"]
+)
+def test_every_strategy_config_runs_a_round_and_picks_from_the_pool(
+    cfg_factory, tmp_path, strategy
+):
+    saved = run(
+        cfg_factory(
+            f"strategy={strategy}",
+            "al.per_round=2",
+            "dataset.n_images=8",
+            "dataset.n_subjects=4",
+            "dataset.test_subjects=1",
+        ),
+        tmp_path,
+    )
+    r0 = saved["rounds"][0]
+    assert len(r0["selected"]) == 2 and len(set(r0["selected"])) == 2
+    assert set(r0["selected"]) <= set(saved["splits"]["pool"])
+    assert saved["rounds"][1]["labelled"] == r0["labelled"] + r0["selected"]
