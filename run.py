@@ -43,6 +43,7 @@ def main(cfg: DictConfig) -> float:
         import torch
 
         torch.set_num_threads(threads)
+        log.info("torch threads: %d", threads)
     if hc.mode != RunMode.MULTIRUN:
         results = run(cfg, run_dir)
     else:

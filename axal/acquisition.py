@@ -177,7 +177,11 @@ class Strategy:
         raise NotImplementedError
 
     def score(self, stats: PixelStats) -> float:
-        return reduce_map(self.pixel_map(stats), self.reduction, self.percentile)
+        return self.reduce(self.pixel_map(stats))
+
+    def reduce(self, pixel_map: torch.Tensor) -> float:
+        """One score per image from the strategy's per-pixel map."""
+        return reduce_map(pixel_map, self.reduction, self.percentile)
 
     def select(
         self,
@@ -373,7 +377,7 @@ def acquire(
     overlap: int = 32,
     device: torch.device | str | None = None,
     progress: bool = False,
-    on_image: Callable[[str, PixelStats], None] | None = None,
+    on_image: Callable[[str, PixelStats, torch.Tensor], None] | None = None,
     labelled_images: Mapping[str, np.ndarray | torch.Tensor] | None = None,
     tile_batch: int = 4,
     sample_chunk: int = 10,
@@ -382,8 +386,8 @@ def acquire(
 
     ``random`` runs no pass and returns empty scores; ``coreset`` runs only the deterministic
     prefix (features) on the pool and on ``labelled_images``; the others run the MC engine with
-    ``mc_samples`` passes and a per-image seed derived from ``seed``, call ``on_image(id, stats)``
-    (e.g. to save the uncertainty maps of the chosen images later without recomputing) and drop
+    ``mc_samples`` passes and a per-image seed derived from ``seed``, call
+    ``on_image(id, stats, pixel_map)`` (e.g. to save the uncertainty maps of the chosen images later without recomputing) and drop
     the stats before the next image. The network's train/eval modes are restored afterwards.
     """
     _check_k(k, len(images))
@@ -409,10 +413,11 @@ def acquire(
                 seed=image_seed(seed, i),
                 **kw,
             )
-            scores[i] = strategy.score(stats)
+            pixel_map = strategy.pixel_map(stats)  # computed once: scored, then shown
+            scores[i] = strategy.reduce(pixel_map)
             features[i] = stats.features
             if on_image is not None:
-                on_image(i, stats)
+                on_image(i, stats, pixel_map)
             del stats
         else:
             scores[i] = 0.0

@@ -66,12 +66,9 @@ class AcquisitionCallback(L.Callback):
         fixed = sorted(pool)[: self.n_fixed_maps]
         kept: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
-        def keep(image_id: str, stats: PixelStats) -> None:
+        def keep(image_id: str, stats: PixelStats, pixel_map: torch.Tensor) -> None:
             if self.maps_dir is not None:
-                kept[image_id] = (
-                    _shrink(stats.prediction.float()),
-                    _shrink(self.strategy.pixel_map(stats)),
-                )
+                kept[image_id] = (_shrink(stats.prediction.float()), _shrink(pixel_map))
 
         start = time.perf_counter()
         selected, scores = acquire(

@@ -144,9 +144,7 @@ def run_sweep(cfg: DictConfig, overrides: list[str], jobs: int | None = None) ->
     return todo
 
 
-def main_report(
-    dirs: list[Path], out: Path | None = None, include_unfinished: bool = False
-) -> int:
+def main_report(dirs: list[Path], out: Path | None = None, include_unfinished: bool = False) -> int:
     """Write the comparison report for existing runs (results.json files or folders).
 
     Runs still in progress are left out unless asked for: their shorter curves would shrink

@@ -239,7 +239,7 @@ def test_acquire_end_to_end() -> None:
         seed=1,
         patch=32,
         overlap=8,
-        on_image=lambda i, st: seen.append(i),
+        on_image=lambda i, st, pixel_map: seen.append(i),
     )
     assert net.training and all(m.training for m in net.modules())  # modes restored
     assert seen == sorted(images) and set(scores) == set(images)
