@@ -387,8 +387,8 @@ def acquire(
     ``random`` runs no pass and returns empty scores; ``coreset`` runs only the deterministic
     prefix (features) on the pool and on ``labelled_images``; the others run the MC engine with
     ``mc_samples`` passes and a per-image seed derived from ``seed``, call
-    ``on_image(id, stats, pixel_map)`` (e.g. to save the uncertainty maps of the chosen images later without recomputing) and drop
-    the stats before the next image. The network's train/eval modes are restored afterwards.
+    ``on_image(id, stats, pixel_map)`` (e.g. to keep small copies of the maps for figures of
+    the chosen images, without recomputing) and drop the stats before the next image. The network's train/eval modes are restored afterwards.
     """
     _check_k(k, len(images))
     rng = np.random.default_rng(seed)
