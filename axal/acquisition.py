@@ -388,7 +388,8 @@ def acquire(
     prefix (features) on the pool and on ``labelled_images``; the others run the MC engine with
     ``mc_samples`` passes and a per-image seed derived from ``seed``, call
     ``on_image(id, stats, pixel_map)`` (e.g. to keep small copies of the maps for figures of
-    the chosen images, without recomputing) and drop the stats before the next image. The network's train/eval modes are restored afterwards.
+    the chosen images, without recomputing) and drop the stats before the next image. The
+    network's train/eval modes are restored afterwards.
     """
     _check_k(k, len(images))
     rng = np.random.default_rng(seed)
