@@ -14,7 +14,6 @@ drawn without replacement by the Gumbel-top-k trick.
 
 from __future__ import annotations
 
-import logging
 import math
 import zlib
 from collections.abc import Callable, Mapping
@@ -23,10 +22,10 @@ import numpy as np
 import torch
 from scipy import ndimage
 from torch import nn
+from tqdm.auto import tqdm
 
 from .mc_dropout import PixelStats, image_features, mc_dropout_stats
 
-log = logging.getLogger(__name__)
 
 REDUCTIONS = ("sum", "mean", "top_percentile")
 SAMPLINGS = ("top", "power", "softrank")
@@ -404,7 +403,8 @@ def acquire(
         )
     scores: dict[str, float] = {}
     features: dict[str, np.ndarray] = {}
-    for n, i in enumerate(ids, 1):
+    bar = tqdm(ids, desc=f"scoring pool ({strategy.name})", unit="img", disable=not progress)
+    for i in bar:
         if strategy.needs_mc:
             stats = mc_dropout_stats(
                 net,
@@ -423,7 +423,5 @@ def acquire(
         else:
             scores[i] = 0.0
             features[i] = image_features(net, images[i], **kw)
-        if progress:
-            log.info("acquisition %s: %d/%d images scored", strategy.name, n, len(ids))
     picks = strategy.select(scores, k, rng, features=features, labelled_features=labelled)
     return picks, (scores if strategy.needs_mc else {})
