@@ -26,7 +26,6 @@ from tqdm.auto import tqdm
 
 from .mc_dropout import PixelStats, image_features, mc_dropout_stats
 
-
 REDUCTIONS = ("sum", "mean", "top_percentile")
 SAMPLINGS = ("top", "power", "softrank")
 _EPS = 1e-12
