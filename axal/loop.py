@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from axal.acquisition import Strategy
 from axal.atomic import atomic_write, atomic_write_json
 from axal.callbacks import AcquisitionCallback
-from axal.data import DataError, load_dataset, split_by_subject
+from axal.data import load_dataset, split_by_subject
 from axal.networks import PLACEMENTS
 from axal.pools import TASKS, ActiveDataModule
 from axal.tracking import finish, log_round, make_logger
@@ -321,6 +321,3 @@ def write_selection_csv(path: Path, results: dict[str, Any], dm: ActiveDataModul
 
 def _float(value: Any) -> float | None:
     return None if value is None else float(value)
-
-
-__all__ = ["run", "DataError"]

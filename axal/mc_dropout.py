@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -320,55 +321,36 @@ def mc_dropout_stats(
     ``on_suffix_batch`` (tests, benchmarks) is called with each suffix batch size.
     """
     prefix, suffix = split_stages(net)
-    check_mc_capable(net)
     return _with_mc(
         net,
         prefix,
         suffix,
         image,
-        T,
-        patch,
-        overlap,
-        tile_batch,
-        sample_chunk,
-        seed,
         device,
-        multiple,
-        on_suffix_batch,
+        T=T,
+        patch=patch,
+        overlap=overlap,
+        tile_batch=tile_batch,
+        sample_chunk=sample_chunk,
+        seed=seed,
+        multiple=multiple,
+        on_suffix_batch=on_suffix_batch,
     )
 
 
 def _with_mc(
     net: nn.Module,
-    prefix,
-    suffix,
-    image,
-    T,
-    patch,
-    overlap,
-    tile_batch,
-    sample_chunk,
-    seed,
-    device,
-    multiple,
-    on_suffix_batch,
+    prefix: Sequence[nn.Module],
+    suffix: Sequence[nn.Module],
+    image: np.ndarray | torch.Tensor,
+    device: torch.device | str | None,
+    **options: Any,
 ) -> PixelStats:
+    """Dropout on, BatchNorm frozen, on the right device: then the shared accumulation."""
+    check_mc_capable(net)
     dev = torch.device(device) if device is not None else _net_device(net)
     with mc_mode(net):
-        return _run(
-            prefix,
-            suffix,
-            image,
-            T,
-            patch,
-            overlap,
-            tile_batch,
-            sample_chunk,
-            seed,
-            dev,
-            multiple,
-            on_suffix_batch,
-        )
+        return _run(prefix, suffix, image, device=dev, **options)
 
 
 def naive_mc_stats(
@@ -388,21 +370,20 @@ def naive_mc_stats(
 
     Same accumulation as :func:`mc_dropout_stats`; ``features`` is then only the input's mean.
     """
-    check_mc_capable(net)
     return _with_mc(
         net,
         [],
         _stages(net),
         image,
-        T,
-        patch,
-        overlap,
-        tile_batch,
-        sample_chunk,
-        seed,
         device,
-        multiple,
-        on_suffix_batch,
+        T=T,
+        patch=patch,
+        overlap=overlap,
+        tile_batch=tile_batch,
+        sample_chunk=sample_chunk,
+        seed=seed,
+        multiple=multiple,
+        on_suffix_batch=on_suffix_batch,
     )
 
 
