@@ -310,6 +310,7 @@ def mc_dropout_stats(
     device: torch.device | str | None = None,
     multiple: int = 32,
     on_suffix_batch: Callable[[int], None] | None = None,
+    cache_prefix: bool = True,
 ) -> PixelStats:
     """Per-pixel MC-dropout statistics of one image, caching the deterministic prefix.
 
@@ -318,73 +319,36 @@ def mc_dropout_stats(
     weighted average of per-tile estimates). ``seed`` makes the result deterministic without
     touching the global RNG. The network must already live on ``device`` (default: its own).
     Peak activation memory is ``tile_batch * sample_chunk`` tiles through the suffix.
-    ``on_suffix_batch`` (tests, benchmarks) is called with each suffix batch size.
+    ``on_suffix_batch`` (tests, benchmarks) is called with each suffix batch size;
+    ``cache_prefix=False`` runs the whole network T times instead (the naive reference).
     """
-    prefix, suffix = split_stages(net)
-    return _with_mc(
-        net,
-        prefix,
-        suffix,
-        image,
-        device,
-        T=T,
-        patch=patch,
-        overlap=overlap,
-        tile_batch=tile_batch,
-        sample_chunk=sample_chunk,
-        seed=seed,
-        multiple=multiple,
-        on_suffix_batch=on_suffix_batch,
-    )
-
-
-def _with_mc(
-    net: nn.Module,
-    prefix: Sequence[nn.Module],
-    suffix: Sequence[nn.Module],
-    image: np.ndarray | torch.Tensor,
-    device: torch.device | str | None,
-    **options: Any,
-) -> PixelStats:
-    """Dropout on, BatchNorm frozen, on the right device: then the shared accumulation."""
     check_mc_capable(net)
+    prefix, suffix = split_stages(net) if cache_prefix else ([], _stages(net))
     dev = torch.device(device) if device is not None else _net_device(net)
     with mc_mode(net):
-        return _run(prefix, suffix, image, device=dev, **options)
+        return _run(
+            prefix,
+            suffix,
+            image,
+            T,
+            patch,
+            overlap,
+            tile_batch,
+            sample_chunk,
+            seed,
+            dev,
+            multiple,
+            on_suffix_batch,
+        )
 
 
-def naive_mc_stats(
-    net: nn.Module,
-    image: np.ndarray | torch.Tensor,
-    T: int = 20,
-    patch: int = 256,
-    overlap: int = 32,
-    tile_batch: int = 4,
-    sample_chunk: int = 10,
-    seed: int | None = None,
-    device: torch.device | str | None = None,
-    multiple: int = 32,
-    on_suffix_batch: Callable[[int], None] | None = None,
-) -> PixelStats:
+def naive_mc_stats(net: nn.Module, image: np.ndarray | torch.Tensor, **options: Any) -> PixelStats:
     """The baal way: the whole network on the input repeated in the batch (reference/benchmark).
 
-    Same accumulation as :func:`mc_dropout_stats`; ``features`` is then only the input's mean.
+    Same options and accumulation as :func:`mc_dropout_stats`; ``features`` is then only the
+    input's mean.
     """
-    return _with_mc(
-        net,
-        [],
-        _stages(net),
-        image,
-        device,
-        T=T,
-        patch=patch,
-        overlap=overlap,
-        tile_batch=tile_batch,
-        sample_chunk=sample_chunk,
-        seed=seed,
-        multiple=multiple,
-        on_suffix_batch=on_suffix_batch,
-    )
+    return mc_dropout_stats(net, image, cache_prefix=False, **options)
 
 
 def image_features(
