@@ -377,8 +377,8 @@ def acquire(
     progress: bool = False,
     on_image: Callable[[str, PixelStats, torch.Tensor], None] | None = None,
     labelled_images: Mapping[str, np.ndarray | torch.Tensor] | None = None,
-    tile_batch: int = 4,
-    sample_chunk: int = 10,
+    tile_batch: int = 2,
+    sample_chunk: int = 2,
 ) -> tuple[list[str], dict[str, float]]:
     """Score every pool image (one at a time) and pick ``k`` ids; returns (picks, scores).
 

@@ -45,13 +45,15 @@ class AcquisitionCallback(L.Callback):
         round_index: int,
         maps_dir: str | Path | None = None,
         n_fixed_maps: int = 2,
-        sample_chunk: int = 10,
+        sample_chunk: int = 2,
+        tile_batch: int = 2,
         progress: bool = True,
     ) -> None:
         self.strategy, self.per_round, self.mc_samples = strategy, per_round, mc_samples
         self.seed, self.round = seed, round_index
         self.maps_dir = Path(maps_dir) if maps_dir else None
-        self.n_fixed_maps, self.sample_chunk, self.progress = n_fixed_maps, sample_chunk, progress
+        self.n_fixed_maps, self.progress = n_fixed_maps, progress
+        self.sample_chunk, self.tile_batch = sample_chunk, tile_batch
         self.selected: list[str] = []
         self.scores: dict[str, float] = {}
         self.seconds = 0.0
@@ -82,6 +84,7 @@ class AcquisitionCallback(L.Callback):
             overlap=pl_module.hparams.overlap,
             labelled_images={i: dm.images[i] for i in dm.labelled},
             sample_chunk=self.sample_chunk,
+            tile_batch=self.tile_batch,
             device=pl_module.device,
             progress=self.progress,
             on_image=keep,

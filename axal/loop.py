@@ -255,7 +255,8 @@ def _rounds(
             round_index=r,
             maps_dir=run_dir / "maps",
             n_fixed_maps=cfg.al.get("n_fixed_maps", 2),
-            sample_chunk=cfg.al.get("sample_chunk", 10),
+            sample_chunk=cfg.al.get("sample_chunk", 2),
+            tile_batch=cfg.al.get("tile_batch", 2),
             progress=cfg.trainer.get("progress", True),
         )
         trainer = _trainer(cfg, [] if last else [callback], has_val=bool(dm.val))

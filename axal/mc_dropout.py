@@ -2,10 +2,10 @@
 
 Dropout only sits in part of the network (``axal.networks``: ``dropout_placement``), and every
 stage before the first dropout layer is deterministic. So for each batch of tiles the *prefix*
-runs once, its output state is repeated along the batch for ``sample_chunk`` samples at a time,
-and only the *suffix* runs T times. Statistics are accumulated online (running sums of p, p^2
-and the per-sample entropy), so memory is bounded by ``sample_chunk`` whatever T is, and only one
-image's maps exist at a time.
+runs once and only the *suffix* runs T times, ``sample_chunk`` samples at a time; the first
+stochastic stage broadcasts the cached state into its dropout masks instead of copying it.
+Statistics are accumulated online (running sums of p, p^2 and the per-sample entropy), so memory
+is bounded by ``sample_chunk`` whatever T is, and only one image's maps exist at a time.
 
 The naive whole-network path (baal's way: the input repeated in the batch) goes through the very
 same accumulation code with an empty prefix; because the prefix consumes no random numbers, both
@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .networks import repeat_samples
 from .tiling import blend_weight, pad_to, tile_starts
 
 State = tuple[torch.Tensor, ...]
@@ -110,6 +111,21 @@ def run_stages(stages: Sequence[nn.Module], state: State) -> State:
     return state
 
 
+def run_samples(suffix: Sequence[nn.Module], state: State, samples: int) -> State:
+    """The suffix on ``samples`` MC draws of one state, sample-major (index = sample * B + b).
+
+    The first stage's ``mc_forward`` (``axal.networks``) avoids copying the state; a stage
+    without it gets the state repeated, as baal repeats the input.
+    """
+    first, rest = suffix[0], suffix[1:]
+    mc_forward = getattr(first, "mc_forward", None)
+    if mc_forward is not None:
+        out = mc_forward(state, samples)
+    else:
+        out = first(tuple(repeat_samples(t, samples) for t in state))
+    return run_stages(rest, out)
+
+
 # --------------------------------------------------------------------------------------------
 # statistics
 # --------------------------------------------------------------------------------------------
@@ -147,34 +163,55 @@ class StreamingMoments:
 
     Per-sample work stays in float32 (it is the hot path once the prefix is cached); each
     chunk's sums are added into float64 totals, so var = E[p^2] - E[p]^2 does not lose
-    precision as T grows.
+    precision as T grows. With two classes only the foreground is accumulated (p0 = 1 - p1,
+    both classes share one variance), which halves the per-sample work.
     """
 
     def __init__(self) -> None:
         self.n = 0
+        self.binary = False
         self.s1: torch.Tensor | None = None
         self.s2: torch.Tensor | None = None
         self.sh: torch.Tensor | None = None
 
-    def update(self, probs: torch.Tensor) -> None:
-        """Add samples ``probs`` of shape (S, B, C, H, W)."""
-        p = probs.float()
-        s1 = p.sum(0).double()
-        s2 = (p * p).sum(0).double()
-        sh = _entropy(p, 2).sum(0).double()
+    def _add(self, s1: torch.Tensor, s2: torch.Tensor, sh: torch.Tensor, n: int) -> None:
         if self.s1 is None:
-            self.s1, self.s2, self.sh = s1, s2, sh
+            self.s1, self.s2, self.sh = s1.double(), s2.double(), sh.double()
         else:
+            assert self.s2 is not None and self.sh is not None
             self.s1 += s1
             self.s2 += s2
             self.sh += sh
-        self.n += p.shape[0]
+        self.n += n
+
+    def update(self, probs: torch.Tensor) -> None:
+        """Add samples ``probs`` of shape (S, B, C, H, W)."""
+        p = probs.float()
+        self._add(p.sum(0), (p * p).sum(0), _entropy(p, 2).sum(0), p.shape[0])
+
+    def update_logits(self, logits: torch.Tensor) -> None:
+        """Add samples given as logits (S, B, C, H, W): softmax, or a sigmoid for 2 classes."""
+        logits = logits.float()
+        if logits.shape[2] != 2:
+            self.update(logits.softmax(2))
+            return
+        self.binary = True
+        # softmax over two classes is the sigmoid of the logit difference d; its entropy,
+        # written with a = |d| so that no term cancels: softplus(-a) + a * sigmoid(-a)
+        d = logits[:, :, 1] - logits[:, :, 0]
+        p = torch.sigmoid(d)
+        a = d.abs_()
+        h = torch.nn.functional.softplus(-a) + a * torch.sigmoid(-a)
+        self._add(p.sum(0)[:, None], (p * p).sum(0)[:, None], h.sum(0), p.shape[0])
 
     def finalize(self) -> tuple[torch.Tensor, ...]:
         """(mean (B,C,H,W), var (B,C,H,W), entropy (B,H,W), mutual_info (B,H,W)), float64."""
         assert self.s1 is not None and self.s2 is not None and self.sh is not None
         mean = self.s1 / self.n
         var = (self.s2 / self.n - mean * mean).clamp_min(0)
+        if self.binary:  # p0 = 1 - p1 has the same variance
+            mean = torch.cat([1 - mean, mean], 1)
+            var = torch.cat([var, var], 1)
         ent = _entropy(mean, 1)
         mi = (ent - self.sh / self.n).clamp_min(0)
         return mean, var, ent, mi
@@ -263,14 +300,11 @@ def _run(
             acc = StreamingMoments()
             for done in range(0, T, sample_chunk):
                 s = min(sample_chunk, T - done)
-                # sample-major layout (index = sample * B + tile), as the naive input repeat
-                rep = tuple(t.repeat(s, *([1] * (t.dim() - 1))) for t in state)
                 if on_suffix_batch is not None:
-                    on_suffix_batch(rep[0].shape[0])
-                logits = run_stages(suffix, rep)[0]
-                probs = logits.float().softmax(1)
-                acc.update(probs.reshape(s, len(chunk), *probs.shape[1:]))
-                del rep, logits, probs
+                    on_suffix_batch(s * len(chunk))
+                logits = run_samples(suffix, state, s)[0]
+                acc.update_logits(logits.reshape(s, len(chunk), *logits.shape[1:]))
+                del logits
             mean, var, ent, mi = acc.finalize()
             if not maps:
                 c = mean.shape[1]
@@ -304,8 +338,8 @@ def mc_dropout_stats(
     T: int = 20,
     patch: int = 256,
     overlap: int = 32,
-    tile_batch: int = 4,
-    sample_chunk: int = 10,
+    tile_batch: int = 2,
+    sample_chunk: int = 2,
     seed: int | None = None,
     device: torch.device | str | None = None,
     multiple: int = 32,

@@ -56,6 +56,7 @@ SUMMARY_EXTRA_COLUMNS = [
     "wilcoxon_p",
     "stats_note",
     "full_data_source",
+    "acquire_seconds_mean",
 ]
 
 
@@ -137,6 +138,16 @@ def learning_curve(run: Mapping, metric: str = "dice") -> tuple[np.ndarray, np.n
     n = np.array([p[0] for p in pts], dtype=float)
     y = np.array([p[1] for p in pts], dtype=float)
     return n, y
+
+
+def acquire_seconds(run: Mapping) -> float:
+    """Mean seconds a round spent choosing images (rounds that chose some); nan if none did."""
+    secs = [
+        float(r["acquire_seconds"])
+        for r in run.get("rounds", [])
+        if r.get("selected") and r.get("acquire_seconds") is not None
+    ]
+    return float(np.mean(secs)) if secs else float("nan")
 
 
 def area_under_curve(
@@ -439,6 +450,7 @@ def summarize(runs: list[dict]) -> dict:
                 "alc": _stat_block(alc),
                 "labels_to_95": _stat_block(l95, c95),
                 "labels_to_100": _stat_block(l100, c100),
+                "acquire_seconds": _stat_block({s: acquire_seconds(per[s]) for s in seeds}),
             }
         _paired_stats(st_out, baseline, ds_notes)
         datasets[ds] = {
@@ -607,6 +619,7 @@ def _table_rows(summary: dict) -> list[dict[str, Any]]:
                 "l95": _fmt_labels(l95, s["n_seeds"]),
                 "l100": _fmt_labels(l100, s["n_seeds"]),
                 "saving": _fmt_saving(s.get("saving_95"), st == d["baseline"]),
+                "acquire": _fmt(s["acquire_seconds"]["mean"], 1),
                 "raw": s,
                 "stats": st_stats,
             }
@@ -647,6 +660,7 @@ def _markdown(summary: dict) -> str:
             ["strategy", "n_seeds"]
             + [f"Dice n={b}" for b in budgets]
             + [f"ALC [{lo}, {hi}]", "labels to 95%", "labels to 100%", "saving vs random @95%"]
+            + ["acquire s/round"]
         )
         lines += [
             f"## {ds}",
@@ -656,7 +670,7 @@ def _markdown(summary: dict) -> str:
         ]
         for r in (r for r in rows if r["dataset"] == ds):
             cells = [r["strategy"], str(r["n_seeds"])] + [r["dice"][b] for b in budgets]
-            cells += [r["alc"], r["l95"], r["l100"], r["saving"]]
+            cells += [r["alc"], r["l95"], r["l100"], r["saving"], r["acquire"]]
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         stats_rows = [r for r in rows if r["dataset"] == ds and r["stats"]]
         if stats_rows:
@@ -701,6 +715,7 @@ def _table_csv(summary: dict) -> str:
         "labels_to_100_censored",
         "saving_95_vs_random",
         "full_data_note",
+        "acquire_seconds_mean",
     ]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -722,6 +737,7 @@ def _table_csv(summary: dict) -> str:
                 s["labels_to_100"]["n_censored"],
                 "" if st == d["baseline"] else _csv_num(s.get("saving_95")),
                 d["full_data"]["note"] or "",
+                _csv_num(s["acquire_seconds"]["mean"]),
             ]
             w.writerow(row)
     return buf.getvalue()
@@ -760,6 +776,7 @@ def _summary_csv(summary: dict) -> str:
                     "" if is_base else _csv_num(stt.get("wilcoxon_p")),
                     "" if is_base else stt.get("note", ""),
                     d["full_data"]["source"],
+                    _csv_num(s["acquire_seconds"]["mean"]),
                 ]
             )
     return buf.getvalue()
@@ -985,6 +1002,7 @@ def _html(
                 "labels to 95%",
                 "labels to 100%",
                 "saving vs random @95%",
+                "acquire s/round",
             ]
         )
         body = [
@@ -996,6 +1014,7 @@ def _html(
                 r["l95"],
                 r["l100"],
                 r["saving"],
+                r["acquire"],
             ]
             for r in rows
             if r["dataset"] == ds

@@ -131,7 +131,8 @@ def test_suffix_batch_never_grows_with_T() -> None:
     net = _smp("head")
     _, suffix = split_stages(net)
     sizes: list[int] = []
-    handle = suffix[0].register_forward_hook(lambda m, i, o: sizes.append(o[0].shape[0]))
+    # the head conv sees every suffix batch (the stage itself runs through mc_forward)
+    handle = suffix[0].head.register_forward_hook(lambda m, i, o: sizes.append(o.shape[0]))
     try:
         mc_dropout_stats(
             net,

@@ -15,6 +15,7 @@ from scipy import stats
 from axal import report
 from axal.report import (
     SUMMARY_COLUMNS,
+    acquire_seconds,
     area_under_curve,
     bootstrap_ratio_ci,
     holm,
@@ -347,6 +348,22 @@ def test_write_report_files(tmp_path):
     # self-contained: no external resources
     assert "http://" not in page and "https://" not in page and "<script" not in page
     assert "Holm" in page and "censored" in page
+
+
+def test_acquisition_seconds_per_round_reach_the_tables(tmp_path):
+    """The placement comparison weighs label efficiency against acquisition time."""
+    run = make_run("tem", "random", 0, random_dice, 15)  # empties the pool: last round picks none
+    for r, rec in enumerate(run["rounds"]):
+        rec["acquire_seconds"] = float(r)
+    assert acquire_seconds(run) == pytest.approx(1.5)  # rounds 0-3; round 4 chose nothing
+    write_run(tmp_path / "runs", run)
+    out = tmp_path / "report"
+    write_report(tmp_path / "runs", out)
+    with open(out / "summary.csv", newline="") as fh:
+        row = next(csv.DictReader(fh))
+    assert float(row["acquire_seconds_mean"]) == pytest.approx(1.5)
+    assert "acquire s/round" in (out / "table.md").read_text()
+    assert "| 1.5 |" in (out / "table.md").read_text()
 
 
 def test_report_without_maps_and_unfinished_runs(tmp_path):
