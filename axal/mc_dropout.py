@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .networks import repeat_samples
+from .networks import repeat_samples, run_stages
 from .tiling import blend_weight, pad_to, tile_starts
 
 State = tuple[torch.Tensor, ...]
@@ -103,12 +103,6 @@ def check_mc_capable(net: nn.Module) -> None:
             "identical; set model.dropout_placement to paper/decoder/head (not none) and "
             "model.dropout_rate > 0, or use a strategy that needs no MC sampling (random, coreset)"
         )
-
-
-def run_stages(stages: Sequence[nn.Module], state: State) -> State:
-    for stage in stages:
-        state = stage(state)
-    return state
 
 
 def run_samples(suffix: Sequence[nn.Module], state: State, samples: int) -> State:
