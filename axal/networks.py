@@ -14,8 +14,10 @@ than copying the state ``samples`` times; ``forward`` is ``mc_forward(state, 1)`
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
+import numpy as np
 import segmentation_models_pytorch as smp
 import torch
 from torch import nn
@@ -37,9 +39,9 @@ class MCDropout(nn.Dropout):
     """``nn.Dropout`` whose masks, at inference (MC sampling), come from random bytes.
 
     On CPU, ``F.dropout`` draws one float per element (Bernoulli) and dominates the cost of
-    the stochastic suffix when it is short (``head`` placement). Here one 64-bit draw gives 8
-    byte-sized masks, so the rate is rounded to a multiple of 1/256 (0.2 -> 51/256 = 0.199)
-    and kept activations are scaled by the matching 1/(1 - p). Training (autograd on) uses
+    the stochastic suffix when it is short (``head`` placement). Here each element costs one
+    random byte, so the rate is rounded to a multiple of 1/256 (0.2 -> 51/256 = 0.199) and kept
+    activations are scaled by the matching 1/(1 - p). Training (autograd on) uses
     ``F.dropout`` unchanged.
     """
 
@@ -52,6 +54,28 @@ class MCDropout(nn.Dropout):
             return super().forward(x)
         return self.sample(x, 1)
 
+    @property
+    def threshold(self) -> int:
+        """A byte below this drops its element: the rate in 1/256ths."""
+        return min(256, round(self.p * 256))
+
+    @property
+    def scale(self) -> float:
+        """Factor on kept activations, 1 / (1 - threshold / 256); 0 when all are dropped."""
+        return 0.0 if self.threshold >= 256 else 256.0 / (256 - self.threshold)
+
+    def keep_mask(self, shape: Sequence[int], device: torch.device) -> torch.Tensor:
+        """A fresh 0/1 ``uint8`` mask of ``shape`` (1 = keep), one random byte per element.
+
+        A uint8 clamp is ~10x cheaper on CPU than a comparison producing ``bool``, and a uint8
+        mask multiplies into float activations without a conversion pass.
+        """
+        t = self.threshold
+        if t == 0 or t >= 256:
+            return torch.full(tuple(shape), int(t == 0), dtype=torch.uint8, device=device)
+        keep = random_bytes(math.prod(shape), device).view(tuple(shape))
+        return keep.clamp_(t - 1, t).sub_(t - 1)
+
     def sample(self, x: torch.Tensor, samples: int) -> torch.Tensor:
         """``samples`` masked copies of ``x``, sample-major ``(samples * B, ...)``.
 
@@ -59,13 +83,25 @@ class MCDropout(nn.Dropout):
         materialises ``x`` repeated ``samples`` times; the masks are the bytes that ``forward``
         would draw for that repeated batch, in the same order.
         """
-        threshold = round(self.p * 256)
-        shape = (samples, *x.shape)
-        n = x.numel() * samples
-        words = torch.empty((n + 7) // 8, dtype=torch.int64, device=x.device)
-        words.random_(-(2**63), 2**63 - 1)  # the full range: every byte uniform on 0..255
-        keep = words.view(torch.uint8)[:n].view(shape) >= threshold
-        return (keep * (x * (256.0 / (256 - threshold)))).flatten(0, 1)
+        keep = self.keep_mask((samples, *x.shape), x.device)
+        return (keep * (x * self.scale)).flatten(0, 1)
+
+
+def random_bytes(n: int, device: torch.device) -> torch.Tensor:
+    """``n`` uniform random bytes, reproducible under ``torch.manual_seed``.
+
+    On CPU, torch's Mersenne Twister fills bytes at about half the speed of numpy's SFC64, and
+    MC sampling spends a large share of its time here; so one 63-bit seed is drawn from torch's
+    generator and numpy's SFC64 fills the bytes. Other devices use their own torch generator.
+    """
+    words = (n + 7) // 8
+    if device.type == "cpu":
+        seed = int(torch.randint(2**63 - 1, (), dtype=torch.int64))
+        raw = np.random.SFC64(seed).random_raw(words)
+        return torch.from_numpy(raw.view(np.uint8)[:n])
+    out = torch.empty(words, dtype=torch.int64, device=device)
+    out.random_(-(2**63), 2**63 - 1)  # the full range: every byte uniform on 0..255
+    return out.view(torch.uint8)[:n]
 
 
 class PointwiseConv2d(nn.Conv2d):
@@ -89,6 +125,27 @@ class PointwiseConv2d(nn.Conv2d):
             bias = self.bias.view(1, self.out_channels, 1).expand(b, -1, -1)
             out = torch.baddbmm(bias, weight.expand(b, -1, -1), flat)
         return out.view(b, self.out_channels, h, w)
+
+    def masked(self, x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
+        """``forward`` of ``keep * x * scale`` for masks ``keep`` (S, B, C, H, W), x (B, C, H, W).
+
+        Output sample-major (S * B, out, H, W). Dropout followed by this layer is linear in the
+        mask, so each output map accumulates ``W[o, c] * scale * keep[c] * x[c]`` in place: the
+        masked input (in_channels maps per sample) is never materialised.
+        """
+        samples, (b, cin, h, w) = keep.shape[0], x.shape
+        cout = self.out_channels
+        if self.bias is None:
+            out = x.new_zeros(samples, b, cout, h, w)
+        else:
+            out = self.bias.view(1, 1, cout, 1, 1).expand(samples, b, cout, h, w).clone()
+        weights = (self.weight.view(cout, cin) * scale).tolist()
+        kept = x.new_empty(samples, b, h, w)
+        for c in range(cin):
+            kept.copy_(keep[:, :, c])  # to float once per channel, shared by every output map
+            for o in range(cout):
+                out[:, :, o].addcmul_(kept, x[:, c], value=weights[o][c])
+        return out.flatten(0, 1)
 
 
 def repeat_samples(t: torch.Tensor, samples: int) -> torch.Tensor:
@@ -193,6 +250,9 @@ class _SmpBlockStage(nn.Module):
 
 
 class _HeadStage(nn.Module):
+    """Dropout, then the segmentation head. When MC sampling into a 1x1 head, the two are fused
+    (``PointwiseConv2d.masked``): per sample, only the masks and the head's multiply-adds run."""
+
     def __init__(self, head: nn.Module, rate: float, active: bool) -> None:
         super().__init__()
         self.drop = _dropout(active, rate)
@@ -202,7 +262,11 @@ class _HeadStage(nn.Module):
         return self.mc_forward(state, 1)
 
     def mc_forward(self, state: State, samples: int) -> State:
-        return (self.head(sample_dropout(self.drop, state[0], samples)),)
+        x = state[0]
+        drop, head = self.drop, self.head
+        if isinstance(drop, MCDropout) and drop.sampling() and isinstance(head, PointwiseConv2d):
+            return (head.masked(x, drop.keep_mask((samples, *x.shape), x.device), drop.scale),)
+        return (head(sample_dropout(drop, x, samples)),)
 
 
 class SmpUNet(StagedNet):

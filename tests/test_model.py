@@ -117,3 +117,39 @@ def test_mc_dropout_layer_drops_at_the_configured_rate_and_keeps_the_mean():
     w = torch.ones(1000, requires_grad=True)
     drop(w).sum().backward()
     assert set(w.grad.unique().tolist()) <= {0.0, 1.25}
+
+
+def test_mc_masks_are_reproducible_per_seed_and_independent_across_draws():
+    from axal.networks import MCDropout
+
+    drop = MCDropout(0.2).train()
+    with torch.inference_mode():
+        torch.manual_seed(7)
+        a = drop.keep_mask((4, 3, 50, 50), torch.device("cpu"))
+        b = drop.keep_mask((4, 3, 50, 50), torch.device("cpu"))
+        torch.manual_seed(7)
+        again = drop.keep_mask((4, 3, 50, 50), torch.device("cpu"))
+    assert set(a.unique().tolist()) == {0, 1}
+    assert torch.equal(a, again) and not torch.equal(a, b)
+    # the two draws agree only as often as independent Bernoulli(0.8) masks do
+    agree = (a == b).float().mean().item()
+    keep = 1 - 51 / 256
+    assert agree == pytest.approx(keep**2 + (1 - keep) ** 2, abs=0.01)
+    assert MCDropout(0.0).train().keep_mask((2, 2), torch.device("cpu")).all()
+
+
+def test_dropout_into_pointwise_head_folds_to_the_same_logits():
+    """The head stage adds the kept weighted inputs instead of building the masked input."""
+    from axal.networks import MCDropout, PointwiseConv2d
+
+    torch.manual_seed(0)
+    for bias in (True, False):
+        head = PointwiseConv2d(5, 3, bias=bias)
+        x = torch.randn(2, 5, 7, 9)
+        drop = MCDropout(0.3).train()
+        with torch.inference_mode():
+            keep = drop.keep_mask((4, *x.shape), x.device)
+            expected = head((keep * (x * drop.scale)).flatten(0, 1))
+            folded = head.masked(x, keep, drop.scale)
+        assert folded.shape == (8, 3, 7, 9)
+        torch.testing.assert_close(folded, expected, atol=1e-5, rtol=1e-5)
