@@ -120,6 +120,16 @@ def run_samples(suffix: Sequence[nn.Module], state: State, samples: int) -> Stat
     return run_stages(rest, out)
 
 
+def run_margin(suffix: Sequence[nn.Module], state: State, samples: int) -> torch.Tensor | None:
+    """Logit 1 - logit 0 of :func:`run_samples`, when the suffix is one stage that offers it.
+
+    The fused two-class head (``axal.networks``, ``head`` placement) computes this margin
+    directly at half the cost of both logits; it is all the two-class statistics use.
+    """
+    mc_margin = getattr(suffix[0], "mc_margin", None) if len(suffix) == 1 else None
+    return None if mc_margin is None else mc_margin(state, samples)
+
+
 # --------------------------------------------------------------------------------------------
 # statistics
 # --------------------------------------------------------------------------------------------
@@ -189,12 +199,16 @@ class StreamingMoments:
         if logits.shape[2] != 2:
             self.update(logits.softmax(2))
             return
+        self.update_margin(logits[:, :, 1] - logits[:, :, 0])
+
+    def update_margin(self, d: torch.Tensor) -> None:
+        """Add two-class samples given as the logit difference d (S, B, H, W); overwrites d."""
         self.binary = True
-        # softmax over two classes is the sigmoid of the logit difference d. Its entropy, with
-        # a = |d| and q = sigmoid(-a) <= 1/2 the smaller probability, is
+        # softmax over two classes is the sigmoid of d. Its entropy, with a = |d| and
+        # q = sigmoid(-a) <= 1/2 the smaller probability, is
         # softplus(-a) + a * q = a * q - log1p(-q): no term cancels, and log1p is cheaper
         # (in place where possible: fresh large buffers cost page faults on CPU)
-        d = logits[:, :, 1] - logits[:, :, 0]
+        d = d.float()
         p = torch.sigmoid(d)
         s1 = p.sum(0)[:, None]
         s2 = p.mul_(p).sum(0)[:, None]  # p itself is not needed after this
@@ -301,9 +315,14 @@ def _run(
                 s = min(sample_chunk, T - done)
                 if on_suffix_batch is not None:
                     on_suffix_batch(s * len(chunk))
-                logits = run_samples(suffix, state, s)[0]
-                acc.update_logits(logits.reshape(s, len(chunk), *logits.shape[1:]))
-                del logits
+                margin = run_margin(suffix, state, s)
+                if margin is not None:
+                    acc.update_margin(margin.view(s, len(chunk), *margin.shape[1:]))
+                else:
+                    logits = run_samples(suffix, state, s)[0]
+                    acc.update_logits(logits.reshape(s, len(chunk), *logits.shape[1:]))
+                    del logits
+                del margin
             mean, var, ent, mi = acc.finalize()
             if not maps:
                 c = mean.shape[1]

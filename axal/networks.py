@@ -126,26 +126,37 @@ class PointwiseConv2d(nn.Conv2d):
             out = torch.baddbmm(bias, weight.expand(b, -1, -1), flat)
         return out.view(b, self.out_channels, h, w)
 
-    def masked(self, x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
+    def masked(
+        self, x: torch.Tensor, keep: torch.Tensor, scale: float, margin: bool = False
+    ) -> torch.Tensor:
         """``forward`` of ``keep * x * scale`` for masks ``keep`` (S, B, C, H, W), x (B, C, H, W).
 
         Output sample-major (S * B, out, H, W). Dropout followed by this layer is linear in the
         mask, so each output map accumulates ``W[o, c] * scale * keep[c] * x[c]`` in place: the
-        masked input (in_channels maps per sample) is never materialised.
+        masked input (in_channels maps per sample) is never materialised. ``margin=True`` (two
+        outputs only) gives logit 1 - logit 0 instead, (S * B, H, W), at half the work: it is
+        all that two-class statistics need.
         """
         samples, (b, cin, h, w) = keep.shape[0], x.shape
-        cout = self.out_channels
-        if self.bias is None:
+        weight = self.weight.view(self.out_channels, cin)
+        bias = self.bias
+        if margin:
+            if self.out_channels != 2:
+                raise ValueError(f"a logit margin needs 2 output channels, not {weight.shape[0]}")
+            weight = weight[1:] - weight[:1]
+            bias = None if bias is None else bias[1:] - bias[:1]
+        cout = weight.shape[0]
+        if bias is None:
             out = x.new_zeros(samples, b, cout, h, w)
         else:
-            out = self.bias.view(1, 1, cout, 1, 1).expand(samples, b, cout, h, w).clone()
-        weights = (self.weight.view(cout, cin) * scale).tolist()
+            out = bias.view(1, 1, cout, 1, 1).expand(samples, b, cout, h, w).clone()
+        weights = (weight * scale).tolist()
         kept = x.new_empty(samples, b, h, w)
         for c in range(cin):
             kept.copy_(keep[:, :, c])  # to float once per channel, shared by every output map
             for o in range(cout):
                 out[:, :, o].addcmul_(kept, x[:, c], value=weights[o][c])
-        return out.flatten(0, 1)
+        return out.flatten(0, 1)[:, 0] if margin else out.flatten(0, 1)
 
 
 def repeat_samples(t: torch.Tensor, samples: int) -> torch.Tensor:
@@ -261,12 +272,25 @@ class _HeadStage(nn.Module):
     def forward(self, state: State) -> State:
         return self.mc_forward(state, 1)
 
+    def _fused(self) -> bool:
+        drop, head = self.drop, self.head
+        return isinstance(drop, MCDropout) and drop.sampling() and isinstance(head, PointwiseConv2d)
+
     def mc_forward(self, state: State, samples: int) -> State:
         x = state[0]
-        drop, head = self.drop, self.head
-        if isinstance(drop, MCDropout) and drop.sampling() and isinstance(head, PointwiseConv2d):
-            return (head.masked(x, drop.keep_mask((samples, *x.shape), x.device), drop.scale),)
-        return (head(sample_dropout(drop, x, samples)),)
+        if self._fused():
+            keep = self.drop.keep_mask((samples, *x.shape), x.device)
+            return (self.head.masked(x, keep, self.drop.scale),)
+        return (self.head(sample_dropout(self.drop, x, samples)),)
+
+    def mc_margin(self, state: State, samples: int) -> torch.Tensor | None:
+        """Logit 1 - logit 0 of ``mc_forward``'s output, (samples * B, H, W), when the head is
+        fused and has two classes (same masks, half the work); otherwise None."""
+        x = state[0]
+        if not (self._fused() and self.head.out_channels == 2):
+            return None
+        keep = self.drop.keep_mask((samples, *x.shape), x.device)
+        return self.head.masked(x, keep, self.drop.scale, margin=True)
 
 
 class SmpUNet(StagedNet):

@@ -131,14 +131,14 @@ def test_suffix_batch_never_grows_with_T(monkeypatch: pytest.MonkeyPatch) -> Non
     net = _smp("head")
     _, suffix = split_stages(net)
     sizes: list[int] = []
-    stage_mc_forward = suffix[0].mc_forward  # the engine runs the head stage through this
+    drop = suffix[0].drop  # every suffix batch draws its masks here, whichever path runs
+    keep_mask = drop.keep_mask
 
-    def spy(state: tuple[torch.Tensor, ...], samples: int) -> tuple[torch.Tensor, ...]:
-        out = stage_mc_forward(state, samples)
-        sizes.append(out[0].shape[0])
-        return out
+    def spy(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+        sizes.append(shape[0] * shape[1])  # samples x tiles
+        return keep_mask(shape, device)
 
-    monkeypatch.setattr(suffix[0], "mc_forward", spy)
+    monkeypatch.setattr(drop, "keep_mask", spy)
     mc_dropout_stats(
         net,
         torch.rand(1, 100, 100),

@@ -153,3 +153,11 @@ def test_dropout_into_pointwise_head_folds_to_the_same_logits():
             folded = head.masked(x, keep, drop.scale)
         assert folded.shape == (8, 3, 7, 9)
         torch.testing.assert_close(folded, expected, atol=1e-5, rtol=1e-5)
+        with pytest.raises(ValueError, match="2 output channels"):
+            head.masked(x, keep, drop.scale, margin=True)
+    # two classes: the margin alone, logit 1 - logit 0 of the same masked forward
+    head = PointwiseConv2d(5, 2)
+    with torch.inference_mode():
+        expected = head((keep * (x * drop.scale)).flatten(0, 1))
+        margin = head.masked(x, keep, drop.scale, margin=True)
+    torch.testing.assert_close(margin, expected[:, 1] - expected[:, 0], atol=1e-5, rtol=1e-5)
