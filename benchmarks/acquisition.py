@@ -17,6 +17,7 @@ dropout placement it prints one JSON line:
                On CUDA: torch.cuda.max_memory_allocated instead. The suffix batch is
                tile_batch x min(T, sample_chunk) tiles, so t5 ~ t50 shows memory does not
                grow with T.
+  minflt_per_img  minor page faults per image of each method's best pass (see images_per_s)
 
 Without arguments: every placement of the default model, then unet_paper (paper); the last line
 is the default model with ``head``. Usage: python benchmarks/acquisition.py [--n-images 2]
@@ -28,6 +29,7 @@ import argparse
 import glob
 import json
 import os
+import resource
 import sys
 import time
 import weakref
@@ -90,22 +92,30 @@ def build(model: str, placement: str) -> torch.nn.Module:
 REPEATS = 2  # best of: the machine is shared, the fastest pass is the least disturbed
 
 
-def images_per_s(fns: dict, images: list[np.ndarray], repeats: int = REPEATS) -> dict:
-    """Images/s of each method; passes interleaved (a, b, c, a, b, c, ...), best pass kept.
+def images_per_s(fns: dict, images: list[np.ndarray], repeats: int = REPEATS) -> tuple[dict, dict]:
+    """Images/s of each method, and its minor page faults per image in that best pass.
 
-    Interleaving exposes every method to the same background load, so their ratio holds even
-    when the shared machine's speed drifts during the run.
+    Passes are interleaved (a, b, c, a, b, c, ...) and the best is kept: every method then sees
+    the same background load, so their ratio holds even when the shared machine's speed drifts.
+    Page faults show allocator effects: fresh large buffers are mmapped and faulted in page by
+    page, and one method's allocations change what the next one pays.
     """
     for fn in fns.values():
         fn(images[0][:64, :64])  # warm-up (allocator, kernels)
     best = dict.fromkeys(fns, float("inf"))
+    faults = dict.fromkeys(fns, 0.0)
     for _ in range(repeats):
         for name, fn in fns.items():
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             t0 = time.perf_counter()
             for img in images:
                 fn(img)
-            best[name] = min(best[name], time.perf_counter() - t0)
-    return {name: len(images) / t for name, t in best.items()}
+            t = time.perf_counter() - t0
+            if t < best[name]:
+                best[name] = t
+                f1 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                faults[name] = (f1 - f0) / len(images)
+    return {name: len(images) / t for name, t in best.items()}, faults
 
 
 def pass_times(net: torch.nn.Module, image: np.ndarray, reps: int = 2) -> tuple[float, float]:
@@ -215,7 +225,7 @@ def measure(
     baal = baal_fn(net, T)
     if baal is not None:
         fns["baal"] = baal
-    speed = images_per_s(fns, images, repeats)
+    speed, faults = images_per_s(fns, images, repeats)
     naive, axal, baal_s = speed["naive"], speed["axal"], speed.get("baal")
     tp, ts = pass_times(net, images[0])
     share_p = tp / (tp + ts)
@@ -223,6 +233,8 @@ def measure(
         "model": model,
         "placement": placement,
         "T": T,
+        "tile_batch": TILE_BATCH,
+        "sample_chunk": SAMPLE_CHUNK,
         "n_images": len(images),
         "threads": torch.get_num_threads(),
         "naive_img_s": round(naive, 4),
@@ -233,6 +245,7 @@ def measure(
         "prefix_share": round(share_p, 3),
         "peak_mb_t5": round(peak_mb(net, images[0], 5), 1),
         "peak_mb_t50": round(peak_mb(net, images[0], 50), 1),
+        "minflt_per_img": {name: round(n) for name, n in faults.items()},
     }
 
 
@@ -249,7 +262,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--T", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=REPEATS, help="best of this many timed passes")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--tile-batch", type=int, default=TILE_BATCH, help="al.tile_batch")
+    ap.add_argument("--sample-chunk", type=int, default=SAMPLE_CHUNK, help="al.sample_chunk")
     args = ap.parse_args(argv)
+    global TILE_BATCH, SAMPLE_CHUNK  # the MC batch every method uses
+    TILE_BATCH, SAMPLE_CHUNK = args.tile_batch, args.sample_chunk
     torch.set_num_threads(args.threads)
     images = load_pool(args.n_images)
     if args.model or args.placement:
