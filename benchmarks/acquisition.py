@@ -250,6 +250,7 @@ def measure(
 
 
 def main(argv: list[str] | None = None) -> None:
+    global TILE_BATCH, SAMPLE_CHUNK  # the MC batch every method uses
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", choices=["default", "unet_paper", "resnet18"])
     ap.add_argument("--placement", choices=["paper", "decoder", "head"])
@@ -265,7 +266,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tile-batch", type=int, default=TILE_BATCH, help="al.tile_batch")
     ap.add_argument("--sample-chunk", type=int, default=SAMPLE_CHUNK, help="al.sample_chunk")
     args = ap.parse_args(argv)
-    global TILE_BATCH, SAMPLE_CHUNK  # the MC batch every method uses
     TILE_BATCH, SAMPLE_CHUNK = args.tile_batch, args.sample_chunk
     torch.set_num_threads(args.threads)
     images = load_pool(args.n_images)
