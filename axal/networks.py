@@ -276,21 +276,22 @@ class _HeadStage(nn.Module):
         drop, head = self.drop, self.head
         return isinstance(drop, MCDropout) and drop.sampling() and isinstance(head, PointwiseConv2d)
 
+    def _masked_head(self, x: torch.Tensor, samples: int, margin: bool) -> torch.Tensor:
+        keep = self.drop.keep_mask((samples, *x.shape), x.device)
+        return self.head.masked(x, keep, self.drop.scale, margin=margin)
+
     def mc_forward(self, state: State, samples: int) -> State:
         x = state[0]
         if self._fused():
-            keep = self.drop.keep_mask((samples, *x.shape), x.device)
-            return (self.head.masked(x, keep, self.drop.scale),)
+            return (self._masked_head(x, samples, margin=False),)
         return (self.head(sample_dropout(self.drop, x, samples)),)
 
     def mc_margin(self, state: State, samples: int) -> torch.Tensor | None:
         """Logit 1 - logit 0 of ``mc_forward``'s output, (samples * B, H, W), when the head is
         fused and has two classes (same masks, half the work); otherwise None."""
-        x = state[0]
         if not (self._fused() and self.head.out_channels == 2):
             return None
-        keep = self.drop.keep_mask((samples, *x.shape), x.device)
-        return self.head.masked(x, keep, self.drop.scale, margin=True)
+        return self._masked_head(state[0], samples, margin=True)
 
 
 class SmpUNet(StagedNet):
