@@ -170,11 +170,16 @@ class LiveBytes(TorchDispatchMode):
         return out
 
 
-def peak_mb(net: torch.nn.Module, image: np.ndarray, T: int) -> float:
-    tile = image[:PATCH, :PATCH]
-    kw = dict(
+def mc_options(T: int) -> dict:
+    """The scoring options every method and measurement shares (the MC batch from the CLI)."""
+    return dict(
         T=T, patch=PATCH, overlap=OVERLAP, tile_batch=TILE_BATCH, sample_chunk=SAMPLE_CHUNK, seed=0
     )
+
+
+def peak_mb(net: torch.nn.Module, image: np.ndarray, T: int) -> float:
+    tile = image[:PATCH, :PATCH]
+    kw = mc_options(T)
     dev = next(net.parameters()).device
     if dev.type == "cuda":
         torch.cuda.synchronize()
@@ -215,9 +220,7 @@ def measure(
     model: str, placement: str, images: list[np.ndarray], T: int, repeats: int = REPEATS
 ) -> dict:
     net = build(model, placement)
-    kw = dict(
-        T=T, patch=PATCH, overlap=OVERLAP, tile_batch=TILE_BATCH, sample_chunk=SAMPLE_CHUNK, seed=0
-    )
+    kw = mc_options(T)
     fns = {
         "naive": lambda im: naive_mc_stats(net, im, **kw),
         "axal": lambda im: mc_dropout_stats(net, im, **kw),
