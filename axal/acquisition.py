@@ -25,6 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .mc_dropout import PixelStats, image_features, mc_dropout_stats
+from .pools import Unit
 
 REDUCTIONS = ("sum", "mean", "top_percentile")
 SAMPLINGS = ("top", "power", "softrank")
@@ -132,6 +133,32 @@ def k_center_greedy(
     return picks
 
 
+def spread_picks(
+    order: list[str], k: int, units: Mapping[str, Unit] | None, min_distance: float
+) -> list[str]:
+    """The first ``k`` of ``order``, skipping units closer than ``min_distance`` (pixels, box
+    centre to centre, same image) to an earlier pick of the batch: a batch does not crowd into
+    one neighbourhood (Cai et al., IEEE TIP 2021). Skipped units fill the batch if need be.
+    """
+    if min_distance <= 0 or units is None:
+        return order[:k]
+    picks: list[str] = []
+    skipped: list[str] = []
+    for unit_id in order:
+        if len(picks) == k:
+            break
+        u = units[unit_id]
+        cy, cx = u.y + u.h / 2, u.x + u.w / 2
+        near = any(
+            units[p].image == u.image
+            and math.hypot(units[p].y + units[p].h / 2 - cy, units[p].x + units[p].w / 2 - cx)
+            < min_distance
+            for p in picks
+        )
+        (skipped if near else picks).append(unit_id)
+    return picks + skipped[: k - len(picks)]
+
+
 def _check_k(k: int, n: int) -> None:
     if k < 1:
         raise ValueError(f"al.per_round={k} must be at least 1")
@@ -188,8 +215,15 @@ class Strategy:
         rng: np.random.Generator,
         features: Mapping[str, np.ndarray] | None = None,
         labelled_features: np.ndarray | None = None,
+        units: Mapping[str, Unit] | None = None,
+        min_distance: float = 0.0,
     ) -> list[str]:
-        return sample_ids(scores, k, rng, self.sampling, self.beta)
+        """``k`` ids by ``sampling``; with ``min_distance``, spread over each image."""
+        if min_distance <= 0:
+            return sample_ids(scores, k, rng, self.sampling, self.beta)
+        _check_k(k, len(scores))
+        order = sample_ids(scores, len(scores), rng, self.sampling, self.beta)
+        return spread_picks(order, k, units, min_distance)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, {self.reduction}, {self.sampling})"
@@ -207,10 +241,17 @@ class Random(Strategy):
     def pixel_map(self, stats: PixelStats) -> torch.Tensor:
         return torch.zeros_like(stats.entropy)
 
-    def select(self, scores, k, rng, features=None, labelled_features=None) -> list[str]:
+    def select(self, scores, k, rng, features=None, labelled_features=None, **_) -> list[str]:
         ids = sorted(scores)
         _check_k(k, len(ids))
         return [ids[j] for j in rng.choice(len(ids), size=k, replace=False)]
+
+
+class Full(Random):
+    """The full-data reference: every training unit is labelled before round 0, so there is
+    never a pool to pick from; the run trains one model with the same recipe as the others."""
+
+    name = "full"
 
 
 def edt_weight(prediction: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -305,7 +346,7 @@ class Coreset(Strategy):
     def pixel_map(self, stats: PixelStats) -> torch.Tensor:
         return stats.mutual_info  # only for figures; selection ignores it
 
-    def select(self, scores, k, rng, features=None, labelled_features=None) -> list[str]:
+    def select(self, scores, k, rng, features=None, labelled_features=None, **_) -> list[str]:
         ids = sorted(scores)
         _check_k(k, len(ids))
         x = _feature_matrix(ids, features)
@@ -346,7 +387,7 @@ class Hybrid(Strategy):
             m = int(p)
         return min(n, max(k, m))
 
-    def select(self, scores, k, rng, features=None, labelled_features=None) -> list[str]:
+    def select(self, scores, k, rng, features=None, labelled_features=None, **_) -> list[str]:
         _check_k(k, len(scores))
         cand = _ranked(scores)[: self._n_candidates(k, len(scores))]
         x = _feature_matrix(cand, features)
@@ -363,6 +404,13 @@ def image_seed(seed: int, image_id: str) -> int:
     return (int(seed) * 1_000_003 + zlib.crc32(image_id.encode())) % (2**63 - 1)
 
 
+def _regions(units: list[Unit]) -> list[tuple[int, int, int, int]] | None:
+    """Engine regions of an image's units; None when the unit is the whole image."""
+    if len(units) == 1 and units[0].whole:
+        return None
+    return [(u.y, u.x, u.y + u.h, u.x + u.w) for u in units]
+
+
 def acquire(
     strategy: Strategy,
     net: nn.Module,
@@ -371,39 +419,54 @@ def acquire(
     *,
     mc_samples: int,
     seed: int,
+    units: Mapping[str, list[Unit]] | None = None,
     patch: int = 256,
     overlap: int = 32,
     device: torch.device | str | None = None,
     progress: bool = False,
     on_image: Callable[[str, PixelStats, torch.Tensor], None] | None = None,
     labelled_images: Mapping[str, np.ndarray | torch.Tensor] | None = None,
+    labelled_units: Mapping[str, list[Unit]] | None = None,
     tile_batch: int = 2,
     sample_chunk: int = 2,
+    min_distance: float = 0.0,
 ) -> tuple[list[str], dict[str, float]]:
-    """Score every pool image (one at a time) and pick ``k`` ids; returns (picks, scores).
+    """Score every pool unit and pick ``k`` unit ids; returns (picks, scores by unit id).
 
-    ``random`` runs no pass and returns empty scores; ``coreset`` runs only the deterministic
-    prefix (features) on the pool and on ``labelled_images``; the others run the MC engine with
-    ``mc_samples`` passes and a per-image seed derived from ``seed``, call
-    ``on_image(id, stats, pixel_map)`` (e.g. to keep small copies of the maps for figures of
-    the chosen images, without recomputing) and drop the stats before the next image. The
-    network's train/eval modes are restored afterwards.
+    ``units`` (image id -> its unlabelled units; default: each image is one unit) lets one MC
+    pass per image score all of its tiles: the strategy's per-pixel map is reduced inside each
+    unit's box. ``random`` runs no pass and returns empty scores; ``coreset`` runs only the
+    deterministic prefix (features, pooled per unit) on the pool and on ``labelled_images``
+    (their ``labelled_units``); the others run the MC engine with ``mc_samples`` passes and a
+    per-image seed derived from ``seed``, call ``on_image(id, stats, pixel_map)`` (e.g. to keep
+    small copies of the maps for figures of the chosen images, without recomputing) and drop
+    the stats before the next image. The network's train/eval modes are restored afterwards.
     """
-    _check_k(k, len(images))
-    rng = np.random.default_rng(seed)
     ids = sorted(images)
+    if units is None:
+        units = {i: [Unit(i, 0, 0, *_hw(images[i])[::-1], whole=True)] for i in ids}
+    by_id = {u.id: u for i in ids for u in units[i]}
+    _check_k(k, len(by_id))
+    rng = np.random.default_rng(seed)
     if not strategy.needs_mc and not strategy.needs_features:
-        return strategy.select({i: 0.0 for i in ids}, k, rng), {}
+        picks = strategy.select({u: 0.0 for u in sorted(by_id)}, k, rng, units=by_id)
+        return picks, {}
     kw = dict(patch=patch, overlap=overlap, tile_batch=tile_batch, device=device)
     labelled = None
     if strategy.needs_features and labelled_images:
-        labelled = np.stack(
-            [image_features(net, labelled_images[i], **kw) for i in sorted(labelled_images)]
-        )
+        rows = []
+        for i in sorted(labelled_images):
+            own = (labelled_units or {}).get(i)
+            f = image_features(
+                net, labelled_images[i], regions=_regions(own) if own else None, **kw
+            )
+            rows.append(f if f.ndim == 2 else f[None])
+        labelled = np.concatenate(rows)
     scores: dict[str, float] = {}
     features: dict[str, np.ndarray] = {}
     bar = tqdm(ids, desc=f"scoring pool ({strategy.name})", unit="img", disable=not progress)
     for i in bar:
+        regions = _regions(units[i])
         if strategy.needs_mc:
             stats = mc_dropout_stats(
                 net,
@@ -411,16 +474,34 @@ def acquire(
                 T=mc_samples,
                 sample_chunk=sample_chunk,
                 seed=image_seed(seed, i),
+                regions=regions,
                 **kw,
             )
             pixel_map = strategy.pixel_map(stats)  # computed once: scored, then shown
-            scores[i] = strategy.reduce(pixel_map)
-            features[i] = stats.features
+            feats = stats.region_features if regions else stats.features[None]
+            for u, f in zip(units[i], feats):
+                scores[u.id] = strategy.reduce(pixel_map[u.slices])
+                features[u.id] = f
             if on_image is not None:
                 on_image(i, stats, pixel_map)
             del stats
         else:
-            scores[i] = 0.0
-            features[i] = image_features(net, images[i], **kw)
-    picks = strategy.select(scores, k, rng, features=features, labelled_features=labelled)
+            feats = image_features(net, images[i], regions=regions, **kw)
+            for u, f in zip(units[i], feats if regions else feats[None]):
+                scores[u.id] = 0.0
+                features[u.id] = f
+    picks = strategy.select(
+        scores,
+        k,
+        rng,
+        features=features,
+        labelled_features=labelled,
+        units=by_id,
+        min_distance=min_distance,
+    )
     return picks, (scores if strategy.needs_mc else {})
+
+
+def _hw(image: np.ndarray | torch.Tensor) -> tuple[int, int]:
+    h, w = image.shape[-2:]
+    return int(h), int(w)

@@ -1,7 +1,8 @@
 """The active-learning loop: rounds of train -> test -> acquire, recorded in results.json.
 
-One round trains a fresh U-Net (``al.reinit``) on the labelled pool with Lightning, evaluates
-it on the test set, and lets the :class:`AcquisitionCallback` label the best-scored pool images.
+One round trains a fresh U-Net (``al.reinit``) for ``trainer.steps`` optimizer steps on the
+labelled units (``axal.training``: collapsed models are retrained), evaluates it on the test
+set, and lets the :class:`AcquisitionCallback` label the best-scored pool units.
 After every round ``results.json`` and the round's checkpoint are written atomically, so a run
 killed in round k loses at most round k and ``resume=<run dir>`` continues from there. Every
 random choice of round r is seeded from ``(seed, r)`` alone: a resumed run makes the same
@@ -15,7 +16,6 @@ import csv
 import io
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,9 @@ from axal.atomic import atomic_write, atomic_write_json
 from axal.callbacks import AcquisitionCallback
 from axal.data import load_dataset, split_by_subject
 from axal.networks import PLACEMENTS
-from axal.pools import TASKS, ActiveDataModule
+from axal.pools import TASKS, UNITS, ActiveDataModule, Unit, unit_splits
 from axal.tracking import finish, log_round, make_logger
+from axal.training import describe, fit_round
 
 log = logging.getLogger("axal")
 RESULTS = "results.json"
@@ -55,13 +56,29 @@ def load_samples(cfg: DictConfig) -> list:
 
 
 def make_splits(cfg: DictConfig, samples: list) -> dict[str, list[str]]:
-    return split_by_subject(
+    """Test/val subjects (seeded K-fold by default), then the initial units and the pool."""
+    unit = cfg.al.get("unit", "image")
+    images = split_by_subject(
         samples,
         n_test=cfg.dataset.test_subjects,
         n_val=cfg.dataset.val_subjects,
-        n_initial=cfg.al.initial,
+        n_initial=cfg.al.initial if unit == "image" else 1,
         seed=cfg.seed,
+        folds=bool(cfg.dataset.get("folds", True)),
+        fold_seed=int(cfg.dataset.get("fold_seed", 0)),
     )
+    shapes = {s.id: s.image.shape for s in samples}
+    splits = unit_splits(
+        images, shapes, unit, cfg.al.get("tile_size"), int(cfg.al.initial), int(cfg.seed)
+    )
+    if is_full(cfg):  # the full-data reference: every training unit labelled from the start
+        splits["initial"], splits["pool"] = splits["initial"] + splits["pool"], []
+    return splits
+
+
+def is_full(cfg: DictConfig) -> bool:
+    """``strategy=full``: one model per seed on every training unit, the same recipe."""
+    return bool(cfg.strategy.get("full", False))
 
 
 def build_model(cfg: DictConfig, n_classes: int) -> L.LightningModule:
@@ -87,8 +104,20 @@ def check_config(cfg: DictConfig) -> None:
         value = cfg.al[key]
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"al.{key}={value!r} must be a positive integer")
-    if cfg.trainer.max_epochs < 1:
-        raise ValueError(f"trainer.max_epochs={cfg.trainer.max_epochs} must be >= 1")
+    for key in ("steps", "finetune_steps", "max_restarts"):
+        value = cfg.trainer.get(key)
+        minimum = 0 if key == "max_restarts" else 1
+        if value is None and key == "finetune_steps":
+            continue
+        if not isinstance(value, int) or value < minimum:
+            raise ValueError(f"trainer.{key}={value!r} must be an integer >= {minimum}")
+    unit = cfg.al.get("unit", "image")
+    if unit not in UNITS:
+        raise ValueError(f"al.unit={unit!r} is not one of {', '.join(UNITS)}")
+    if unit == "tile":
+        size = cfg.al.get("tile_size")
+        if not isinstance(size, int) or size < 8:
+            raise ValueError(f"al.tile_size={size!r} must be an integer >= 8 (pixels)")
     placement = cfg.model.get("dropout_placement", "paper")
     if placement not in PLACEMENTS:
         raise ValueError(
@@ -107,6 +136,9 @@ def _new_results(cfg: DictConfig, splits: dict[str, list[str]]) -> dict[str, Any
         "strategy": strategy_label(cfg),
         "seed": int(cfg.seed),
         "label": str(cfg.get("label") or strategy_label(cfg)),
+        "unit": str(cfg.al.get("unit", "image")),
+        "tile_size": cfg.al.get("tile_size") if cfg.al.get("unit", "image") == "tile" else None,
+        "fold": int(cfg.seed) if cfg.dataset.get("folds", True) else None,
         "splits": splits,
         "rounds": [],
         "finished": False,
@@ -148,25 +180,6 @@ def _restore_pools(dm: ActiveDataModule, results: dict[str, Any]) -> None:
     )
 
 
-def _trainer(cfg: DictConfig, callbacks: list[L.Callback], has_val: bool) -> L.Trainer:
-    t = cfg.trainer
-    return L.Trainer(
-        max_epochs=t.max_epochs,
-        accelerator=t.accelerator,
-        devices=t.devices,
-        precision=t.get("precision", "32-true"),
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=t.get("progress", True),
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=1.0 if has_val else 0,
-        check_val_every_n_epoch=t.get("check_val_every_n_epoch", 5),
-        callbacks=callbacks,
-        deterministic=t.get("deterministic", False),
-    )
-
-
 def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Run (or resume) a whole simulation in ``run_dir``; return the results dict."""
     run_dir = Path(run_dir)
@@ -197,11 +210,12 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         splits,
         task=cfg.task,
         patch_size=cfg.dataset.patch_size,
-        patches_per_epoch=cfg.dataset.patches_per_epoch,
+        steps=cfg.trainer.steps,
         batch_size=cfg.dataset.batch_size,
         num_workers=cfg.dataset.get("num_workers", 0),
         augment=cfg.dataset.get("augment", True),
     )
+    results.setdefault("pool_pixels", dm.train_pixels())
     if results["rounds"]:
         _restore_pools(dm, results)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -228,6 +242,14 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     return results
 
 
+def round_steps(cfg: DictConfig, round_index: int) -> int:
+    """Optimizer steps of a round: ``trainer.finetune_steps`` when fine-tuning after round 0."""
+    finetune = cfg.trainer.get("finetune_steps")
+    if round_index > 0 and not cfg.al.reinit and finetune:
+        return int(finetune)
+    return int(cfg.trainer.steps)
+
+
 def _rounds(
     cfg: DictConfig,
     run_dir: Path,
@@ -241,11 +263,14 @@ def _rounds(
     ckpt_dir.mkdir(exist_ok=True)
     start = len(results["rounds"])
     for r in range(start, cfg.al.rounds):
-        L.seed_everything(round_seed(cfg.seed, r), workers=True, verbose=False)
-        model = build_model(cfg, n_classes)
-        if r > 0 and not cfg.al.reinit:
-            state = torch.load(ckpt_dir / f"round-{r - 1}.ckpt", map_location="cpu")
-            model.load_state_dict(state["state_dict"])
+
+        def make_model(r: int = r) -> L.LightningModule:
+            model = build_model(cfg, n_classes)
+            if r > 0 and not cfg.al.reinit:
+                state = torch.load(ckpt_dir / f"round-{r - 1}.ckpt", map_location="cpu")
+                model.load_state_dict(state["state_dict"])
+            return model
+
         last = r == cfg.al.rounds - 1 or not dm.unlabelled
         callback = AcquisitionCallback(
             strategy,
@@ -255,26 +280,36 @@ def _rounds(
             round_index=r,
             maps_dir=run_dir / "maps",
             n_fixed_maps=cfg.al.get("n_fixed_maps", 2),
-            sample_chunk=cfg.al.get("sample_chunk", 2),
-            tile_batch=cfg.al.get("tile_batch", 2),
+            sample_chunk=cfg.al.get("sample_chunk"),
+            tile_batch=cfg.al.get("tile_batch"),
+            min_distance=cfg.al.get("min_distance", 0),
             progress=cfg.trainer.get("progress", True),
         )
-        trainer = _trainer(cfg, [] if last else [callback], has_val=bool(dm.val))
         labelled = list(dm.labelled)
-        t0 = time.perf_counter()
-        trainer.fit(model, datamodule=dm)
-        train_seconds = time.perf_counter() - t0
+        labelled_pixels = dm.labelled_pixels()
+        fit = fit_round(
+            cfg,
+            dm,
+            make_model,
+            round_seed(cfg.seed, r),
+            round_steps(cfg, r),
+            [] if last else [callback],
+        )
+        model, trainer = fit.model, fit.trainer
         train_loss = _float(trainer.callback_metrics.get("train_loss"))
         trainer.test(model, datamodule=dm, verbose=False)
         record = {
             "round": r,
             "n_labelled": len(labelled),
+            "labelled_pixels": labelled_pixels,
+            "labelled_fraction": labelled_pixels / max(1, results["pool_pixels"]),
             "labelled": labelled,
             "selected": callback.selected,
             "scores": callback.scores,
             "test": model.test_metrics,
             "train_loss": train_loss,
-            "train_seconds": round(train_seconds, 3),
+            **describe(fit),
+            "train_seconds": round(fit.seconds, 3),
             "acquire_seconds": round(callback.seconds, 3),
             "uncertainty_maps": [str(Path(p).relative_to(run_dir)) for p in callback.maps],
         }
@@ -289,11 +324,15 @@ def _rounds(
                 old.unlink()
         log_round(logger, record, callback.maps)
         log.info(
-            "round %d | labelled %d | test dice %.4f | train %.1fs | acquire %.1fs | picked %s",
+            "round %d | labelled %d (%.1f%% of pixels) | test dice %.4f | train %.1fs "
+            "(%d steps, %d restarts) | acquire %.1fs | picked %s",
             r,
             len(labelled),
+            100 * record["labelled_fraction"],
             record["test"]["dice"],
-            train_seconds,
+            fit.seconds,
+            fit.steps,
+            fit.restarts,
             callback.seconds,
             ",".join(callback.selected) or "-",
         )
@@ -302,18 +341,24 @@ def _rounds(
 
 
 def write_selection_csv(path: Path, results: dict[str, Any], dm: ActiveDataModule) -> None:
-    """One row per pick: round, image id, subject, score (what an annotator works through)."""
+    """One row per pick: what an annotator works through (the unit's image and box, its score)."""
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["round", "image_id", "subject", "score"])
+    writer.writerow(["round", "unit", "image_id", "x", "y", "width", "height", "subject", "score"])
     for record in results["rounds"]:
-        for image_id in record["selected"]:
-            score = record["scores"].get(image_id)
+        for unit_id in record["selected"]:
+            unit = dm.units.get(unit_id) or Unit.parse(unit_id, dm.shapes)
+            score = record["scores"].get(unit_id)
             writer.writerow(
                 [
                     record["round"],
-                    image_id,
-                    dm.samples[image_id].subject,
+                    unit_id,
+                    unit.image,
+                    unit.x,
+                    unit.y,
+                    unit.w,
+                    unit.h,
+                    dm.samples[unit.image].subject,
                     "" if score is None else f"{score:.6g}",
                 ]
             )

@@ -15,6 +15,7 @@ paths draw identical dropout masks for the same seed and chunking, which the tes
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -151,6 +152,7 @@ class PixelStats:
     mutual_info: torch.Tensor  # (H, W) BALD: entropy - mean over samples of sample entropy
     features: np.ndarray  # (D,) float32, see above
     n_samples: int
+    region_features: np.ndarray | None = None  # (R, D) the same, pooled in each given region
 
     @property
     def prediction(self) -> torch.Tensor:
@@ -270,6 +272,53 @@ def _pool_state(state: State) -> torch.Tensor:
     return torch.cat([t.float().mean(dim=(-2, -1)) for t in state if t.dim() == 4], dim=1)
 
 
+Region = tuple[int, int, int, int]  # y0, x0, y1, x1 in image pixels
+
+
+class RegionPool:
+    """Average pool of the prefix state inside given image regions (e.g. annotation tiles).
+
+    Each tensor of the state is pooled over the feature-map cells that cover the part of a
+    region inside each inference tile (at least one cell, so a region smaller than a deep
+    layer's stride still gets that cell's features); tensors are concatenated as in
+    :func:`_pool_state`. The network is never run per region.
+    """
+
+    def __init__(self, regions: Sequence[Region]) -> None:
+        self.regions = list(regions)
+        self.sums: list[list[torch.Tensor | None]] = [[] for _ in self.regions]
+        self.counts: list[list[int]] = [[] for _ in self.regions]
+
+    def add(self, state: State, corners: Sequence[tuple[int, int]], ph: int, pw: int) -> None:
+        maps = [t for t in state if t.dim() == 4]
+        for r, (ry0, rx0, ry1, rx1) in enumerate(self.regions):
+            if not self.sums[r]:
+                self.sums[r] = [None] * len(maps)
+                self.counts[r] = [0] * len(maps)
+            for j, (y, x) in enumerate(corners):
+                iy0, iy1, ix0, ix1 = max(ry0, y), min(ry1, y + ph), max(rx0, x), min(rx1, x + pw)
+                if iy0 >= iy1 or ix0 >= ix1:
+                    continue
+                for m, t in enumerate(maps):
+                    fy, fx = ph / t.shape[-2], pw / t.shape[-1]
+                    cy0, cx0 = int((iy0 - y) // fy), int((ix0 - x) // fx)
+                    cy1 = max(cy0 + 1, math.ceil((iy1 - y) / fy))
+                    cx1 = max(cx0 + 1, math.ceil((ix1 - x) / fx))
+                    part = t[j, :, cy0:cy1, cx0:cx1].float().sum(dim=(-2, -1))
+                    old = self.sums[r][m]
+                    self.sums[r][m] = part if old is None else old + part
+                    self.counts[r][m] += (cy1 - cy0) * (cx1 - cx0)
+
+    def result(self) -> np.ndarray:
+        """(R, D) float32."""
+        rows = []
+        for sums, counts in zip(self.sums, self.counts):
+            if not sums or any(s is None for s in sums):
+                raise ValueError("a region lies outside the image")
+            rows.append(torch.cat([s / c for s, c in zip(sums, counts)]).cpu().numpy())
+        return np.stack(rows).astype(np.float32)
+
+
 def _run(
     prefix: Sequence[nn.Module],
     suffix: Sequence[nn.Module],
@@ -283,6 +332,7 @@ def _run(
     device: torch.device,
     multiple: int,
     on_suffix_batch: Callable[[int], None] | None = None,
+    regions: Sequence[Region] | None = None,
 ) -> PixelStats:
     """Shared accumulation: prefix once per tile batch, suffix over chunks of repeated state."""
     if T < 1 or sample_chunk < 1 or tile_batch < 1:
@@ -297,6 +347,7 @@ def _run(
     maps: dict[str, torch.Tensor] = {}
     norm = torch.zeros(hh, ww, device=device, dtype=torch.float64)
     feats: torch.Tensor | None = None
+    region_pool = RegionPool(regions) if regions else None
     n_tiles = 0
     fork_devices = [device] if device.type == "cuda" else []
     rng = torch.random.fork_rng(devices=fork_devices, enabled=seed is not None)
@@ -309,6 +360,8 @@ def _run(
             state = run_stages(prefix, (tiles,))
             pooled = _pool_state(state).sum(0)
             feats = pooled if feats is None else feats + pooled
+            if region_pool is not None:
+                region_pool.add(state, chunk, ph, pw)
             n_tiles += len(chunk)
             acc = StreamingMoments()
             for done in range(0, T, sample_chunk):
@@ -347,6 +400,7 @@ def _run(
         mutual_info=out["mutual_info"],
         features=(feats / n_tiles).float().cpu().numpy(),
         n_samples=T,
+        region_features=region_pool.result() if region_pool is not None else None,
     )
 
 
@@ -363,6 +417,7 @@ def mc_dropout_stats(
     multiple: int = 32,
     on_suffix_batch: Callable[[int], None] | None = None,
     cache_prefix: bool = True,
+    regions: Sequence[Region] | None = None,
 ) -> PixelStats:
     """Per-pixel MC-dropout statistics of one image, caching the deterministic prefix.
 
@@ -373,6 +428,7 @@ def mc_dropout_stats(
     Peak activation memory is ``tile_batch * sample_chunk`` tiles through the suffix.
     ``on_suffix_batch`` (tests, benchmarks) is called with each suffix batch size;
     ``cache_prefix=False`` runs the whole network T times instead (the naive reference).
+    ``regions`` (y0, x0, y1, x1) also pool the features inside each region (annotation tiles).
     """
     check_mc_capable(net)
     prefix, suffix = split_stages(net) if cache_prefix else ([], _stages(net))
@@ -391,6 +447,7 @@ def mc_dropout_stats(
             dev,
             multiple,
             on_suffix_batch,
+            regions,
         )
 
 
@@ -411,23 +468,30 @@ def image_features(
     tile_batch: int = 4,
     device: torch.device | str | None = None,
     multiple: int = 32,
+    regions: Sequence[Region] | None = None,
 ) -> np.ndarray:
     """The ``PixelStats.features`` vector alone: runs only the deterministic prefix, once.
 
     Used for coreset (no MC needed) and for the labelled set's features. Without dropout the
     prefix is the whole network, so this pools the logits; with dropout it matches exactly the
-    features that :func:`mc_dropout_stats` returns.
+    features that :func:`mc_dropout_stats` returns. With ``regions``: (R, D), one row each.
     """
     prefix, _ = split_stages(net)
     dev = torch.device(device) if device is not None else _net_device(net)
     x = _as_image(image).to(dev)
     padded, ph, pw, coords = _tiles(x, patch, overlap, multiple)
     total: torch.Tensor | None = None
+    region_pool = RegionPool(regions) if regions else None
     with eval_mode(net), torch.inference_mode():
         for i in range(0, len(coords), tile_batch):
             chunk = coords[i : i + tile_batch]
             tiles = torch.stack([padded[:, y : y + ph, xx : xx + pw] for y, xx in chunk])
-            pooled = _pool_state(run_stages(prefix, (tiles,))).sum(0)
+            state = run_stages(prefix, (tiles,))
+            if region_pool is not None:
+                region_pool.add(state, chunk, ph, pw)
+            pooled = _pool_state(state).sum(0)
             total = pooled if total is None else total + pooled
+    if region_pool is not None:
+        return region_pool.result()
     assert total is not None
     return (total / len(coords)).float().cpu().numpy()

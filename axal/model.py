@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import lightning as L
@@ -10,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from axal.pools import IGNORE
 from axal.tiling import sliding_window
 
 LOSSES = ("dice", "weighted_bce", "ce", "dice_ce")
@@ -29,25 +31,34 @@ class WeightedBCELoss(nn.Module):
         if logits.shape[1] != 2:
             raise ValueError("model.loss=weighted_bce needs task=myelin (two classes)")
         binary_logit = logits[:, 1] - logits[:, 0]
+        known = (target != IGNORE).float()
         y = (target == 1).float()
-        weight = self.fg * y + self.bg * (1 - y)
-        return F.binary_cross_entropy_with_logits(binary_logit, y, weight=weight)
+        weight = (self.fg * y + self.bg * (1 - y)) * known
+        loss = F.binary_cross_entropy_with_logits(binary_logit, y, weight=weight, reduction="sum")
+        return loss / known.sum().clamp_min(1.0)
 
 
 def build_loss(name: str, n_classes: int) -> nn.Module:
-    """smp's Dice and torch's cross-entropy; Dice on foreground classes only, as the paper."""
+    """smp's Dice and torch's cross-entropy; Dice on foreground classes only, as the paper.
+
+    Pixels labelled ``IGNORE`` (outside the labelled tiles) never reach any loss.
+    """
     if name not in LOSSES:
         raise ValueError(f"model.loss={name!r} is not one of {', '.join(LOSSES)}")
     classes = list(range(1, n_classes))
+
+    def dice() -> nn.Module:
+        return smp.losses.DiceLoss(
+            "multiclass", classes=classes, from_logits=True, ignore_index=IGNORE
+        )
+
     if name == "dice":
-        return smp.losses.DiceLoss("multiclass", classes=classes, from_logits=True)
+        return dice()
     if name == "weighted_bce":
         return WeightedBCELoss()
     if name == "ce":
-        return nn.CrossEntropyLoss()
-    dice = smp.losses.DiceLoss("multiclass", classes=classes, from_logits=True)
-    ce = nn.CrossEntropyLoss()
-    return _Sum(dice, ce)
+        return nn.CrossEntropyLoss(ignore_index=IGNORE)
+    return _Sum(dice(), nn.CrossEntropyLoss(ignore_index=IGNORE))
 
 
 class _Sum(nn.Module):
@@ -88,7 +99,9 @@ class SegModel(L.LightningModule):
     """U-Net for myelin (2 classes) or axon+myelin (3 classes) segmentation.
 
     ``net`` is any :class:`axal.networks.StagedNet` (built by Hydra from ``model.net``), so the
-    MC-dropout engine can split it into a cached prefix and a stochastic suffix.
+    MC-dropout engine can split it into a cached prefix and a stochastic suffix. The learning
+    rate warms up linearly over the first ``warmup`` share of the round's optimizer steps, then
+    follows a cosine to zero: the weights that are tested come from the end of a decay.
     """
 
     def __init__(
@@ -102,12 +115,15 @@ class SegModel(L.LightningModule):
         overlap: int = 32,
         eval_batch_size: int = 4,
         cosine: bool = True,
+        warmup: float = 0.05,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net"])
         self.net = net
         self.loss_fn = build_loss(loss, n_classes)
-        self._counts: torch.Tensor | None = None
+        self._counts: dict[str, torch.Tensor] = {}
+        self._losses: list[torch.Tensor] = []
+        self.loss_history: list[float] = []
         self.test_metrics: dict[str, Any] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -116,10 +132,18 @@ class SegModel(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         x, y = batch
         loss = self.loss_fn(self(x), y)
+        self._losses.append(loss.detach())  # no per-step device sync; read once at the end
         self.log(
             "train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=x.shape[0]
         )
         return loss
+
+    def on_train_start(self) -> None:
+        self._losses = []
+
+    def on_train_end(self) -> None:
+        self.loss_history = torch.stack(self._losses).float().cpu().tolist() if self._losses else []
+        self._losses = []
 
     @torch.no_grad()
     def predict_image(self, image: torch.Tensor) -> torch.Tensor:
@@ -140,18 +164,26 @@ class SegModel(L.LightningModule):
             pred[None], mask[None].long(), mode="multiclass", num_classes=self.hparams.n_classes
         )
         counts = torch.stack([tp[0], fp[0], fn[0], tn[0]])
-        self._counts = counts if self._counts is None else self._counts + counts
+        subject = batch.get("subject", ["all"])[0]
+        old = self._counts.get(subject)
+        self._counts[subject] = counts if old is None else old + counts
 
     def _finish(self, prefix: str) -> dict[str, Any]:
-        assert self._counts is not None, "no evaluation image"
-        metrics = scores_from_stats(*self._counts)
-        self._counts = None
-        loggable = {f"{prefix}_{k}": v for k, v in metrics.items() if v is not None}
+        assert self._counts, "no evaluation image"
+        total = sum(self._counts.values())
+        metrics = scores_from_stats(*total)
+        if len(self._counts) > 1 or "all" not in self._counts:
+            metrics["per_subject"] = {
+                subject: {k: v for k, v in scores_from_stats(*c).items() if k.startswith("dice")}
+                for subject, c in sorted(self._counts.items())
+            }
+        self._counts = {}
+        loggable = {f"{prefix}_{k}": v for k, v in metrics.items() if isinstance(v, float)}
         self.log_dict(loggable, prog_bar=prefix == "val")
         return metrics
 
     def on_validation_epoch_start(self) -> None:
-        self._counts = None
+        self._counts = {}
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._count(batch)
@@ -160,7 +192,7 @@ class SegModel(L.LightningModule):
         self._finish("val")
 
     def on_test_epoch_start(self) -> None:
-        self._counts = None
+        self._counts = {}
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._count(batch)
@@ -174,7 +206,20 @@ class SegModel(L.LightningModule):
         )
         if not self.hparams.cosine:
             return optimizer
-        # decaying to ~0 by the last epoch makes the final weights, the ones tested, less noisy
-        epochs = max(1, self.trainer.max_epochs or 1)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warm = int(round(self.hparams.warmup * total))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: lr_factor(s, total, warm)
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then a cosine from 1 to 0 at step ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))

@@ -1,14 +1,21 @@
-"""The ActiveDataModule: labelled, unlabelled, test and validation pools of whole images.
+"""The ActiveDataModule: labelled, unlabelled, test and validation pools of annotation units.
 
-Images stay whole in memory; training draws random augmented patches from the labelled pool,
-evaluation and scoring see whole images. Each epoch has a fixed number of patches, so every
-round (and every strategy) gets the same number of optimisation steps whatever the labelled
-set's size: the training recipe does not depend on what the strategy picked.
+A unit is what an annotator labels in one go: a whole image (``al.unit=image``, the paper's) or
+a tile of one (``al.unit=tile``; non-overlapping ``tile_size`` boxes, edge tiles smaller). A
+unit's id is its image id, or ``"<image id>@x,y,w,h"`` for a tile. This module owns that
+mapping and turns the labelled units into per-pixel loss masks: pixels outside every labelled
+box carry ``IGNORE`` and never reach the loss, although they still feed the network as context.
+
+Images stay whole in memory; training draws random augmented patches centred in labelled units
+(uniform over units), evaluation and scoring see whole images. A round trains for a fixed
+number of optimizer steps (``steps`` batches), so the training recipe does not depend on what
+a strategy picked, nor on how many units are labelled.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
@@ -17,9 +24,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from axal.data import Sample
-from axal.data.augment import sample_patch, train_transform
+from axal.data.augment import sample_patch, train_transform, window_size
 
 TASKS = {"myelin": 2, "axonmyelin": 3}
+UNITS = ("image", "tile")
+IGNORE = 255  # label of pixels that are not (yet) annotated
 
 
 def task_mask(mask: np.ndarray, task: str) -> np.ndarray:
@@ -31,37 +40,156 @@ def task_mask(mask: np.ndarray, task: str) -> np.ndarray:
     raise ValueError(f"task={task!r} is not one of {', '.join(TASKS)}")
 
 
+@dataclass(frozen=True)
+class Unit:
+    """An annotation unit: the box (x, y, w, h) of image ``image``; ``whole`` for unit=image."""
+
+    image: str
+    x: int
+    y: int
+    w: int
+    h: int
+    whole: bool = False
+
+    @property
+    def id(self) -> str:
+        return self.image if self.whole else f"{self.image}@{self.x},{self.y},{self.w},{self.h}"
+
+    @property
+    def pixels(self) -> int:
+        return self.w * self.h
+
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        return slice(self.y, self.y + self.h), slice(self.x, self.x + self.w)
+
+    @classmethod
+    def parse(cls, unit_id: str, shapes: Mapping[str, tuple[int, int]]) -> Unit:
+        """The unit of an id; ``shapes`` (image id -> (H, W)) resolves whole-image ids."""
+        if unit_id in shapes:
+            h, w = shapes[unit_id]
+            return cls(unit_id, 0, 0, w, h, whole=True)
+        image, sep, box = unit_id.rpartition("@")
+        try:
+            x, y, w, h = (int(v) for v in box.split(","))
+        except ValueError:
+            raise ValueError(
+                f"unit id {unit_id!r} is neither an image id nor image@x,y,w,h"
+            ) from None
+        if not sep or image not in shapes:
+            raise ValueError(f"unit id {unit_id!r} names an image the dataset lacks")
+        return cls(image, x, y, w, h)
+
+
+def image_units(image_id: str, shape: tuple[int, int], unit: str, tile_size: int | None) -> list:
+    """The units of one image: itself, or its non-overlapping tiles (row-major, edges smaller)."""
+    h, w = shape
+    if unit == "image":
+        return [Unit(image_id, 0, 0, w, h, whole=True)]
+    if unit != "tile":
+        raise ValueError(f"al.unit={unit!r} is not one of {', '.join(UNITS)}")
+    if not tile_size or tile_size < 1:
+        raise ValueError(f"al.tile_size={tile_size!r} must be a positive number of pixels")
+    return [
+        Unit(image_id, x, y, min(tile_size, w - x), min(tile_size, h - y))
+        for y in range(0, h, tile_size)
+        for x in range(0, w, tile_size)
+    ]
+
+
+def unit_splits(
+    image_splits: Mapping[str, list[str]],
+    shapes: Mapping[str, tuple[int, int]],
+    unit: str,
+    tile_size: int | None,
+    n_initial: int,
+    seed: int,
+) -> dict[str, list[str]]:
+    """Image-level splits -> unit-level ones: test/val stay images, training images become units.
+
+    For ``unit=image`` this is the identity. For tiles, ``n_initial`` random tiles of the
+    training images (seeded) start labelled and every other tile is the pool.
+    """
+    if unit == "image":
+        return {k: list(v) for k, v in image_splits.items()}
+    train = sorted(image_splits["initial"]) + sorted(image_splits["pool"])
+    units = [u.id for i in sorted(train) for u in image_units(i, shapes[i], unit, tile_size)]
+    if not 1 <= n_initial <= len(units):
+        raise ValueError(f"al.initial={n_initial} must be in [1, {len(units)}] tiles")
+    rng = np.random.default_rng([int(seed), 7])
+    chosen = set(rng.choice(len(units), size=n_initial, replace=False).tolist())
+    return {
+        "test": list(image_splits["test"]),
+        "val": list(image_splits["val"]),
+        "initial": [u for j, u in enumerate(units) if j in chosen],
+        "pool": [u for j, u in enumerate(units) if j not in chosen],
+    }
+
+
 class PatchDataset(Dataset):
-    """``length`` random augmented patches from the given images (uniform over images)."""
+    """``length`` random augmented patches centred in the given units (uniform over units).
+
+    ``regions`` are (image, loss mask, unit) triples. Item ``i`` is a pure function of the
+    dataset's seed and ``i`` (its own generator, and albumentations reseeded per item), so the
+    patches are the same with or without loader workers.
+    """
 
     def __init__(
         self,
-        images: list[np.ndarray],
-        masks: list[np.ndarray],
+        regions: list[tuple[np.ndarray, np.ndarray, Unit]],
         patch_size: int,
         length: int,
         augment: bool = True,
     ) -> None:
-        self.images, self.masks, self.length = images, masks, length
+        if not regions:
+            raise ValueError("no labelled unit to draw training patches from")
+        self.regions, self.length, self.patch_size = regions, length, patch_size
+        self.window = window_size(patch_size, augment)
         # drawn from torch's RNG, which the loop seeds each round
-        seed = int(torch.randint(2**31 - 1, (1,)).item())
-        self.transform = train_transform(patch_size, augment, seed=seed)
+        self.seed = int(torch.randint(2**31 - 1, (1,)).item())
+        self.transform = train_transform(patch_size, augment, seed=self.seed)
 
     def __len__(self) -> int:
         return self.length
 
+    def _centre(self, unit: Unit, rng: np.random.Generator) -> tuple[int, int]:
+        """Uniform over the unit, less half a patch at each side when the unit is larger."""
+        half = self.patch_size // 2
+        out = []
+        for start, size in ((unit.y, unit.h), (unit.x, unit.w)):
+            lo, hi = (
+                (start + half, start + size - half)
+                if size > self.patch_size
+                else (
+                    start,
+                    start + size,
+                )
+            )
+            out.append(int(rng.integers(lo, max(lo + 1, hi))))
+        return out[0], out[1]
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        # global torch RNG, seeded by the loop each round: same seed, same patches
-        i = int(torch.randint(len(self.images), (1,)).item())
-        image, mask = sample_patch(self.transform, self.images[i], self.masks[i])
-        return torch.from_numpy(image)[None], torch.from_numpy(mask)
+        rng = np.random.default_rng([self.seed, index])
+        image, mask, unit = self.regions[int(rng.integers(len(self.regions)))]
+        self.transform.set_random_seed(int(rng.integers(2**31 - 1)))
+        patch, target = sample_patch(
+            self.transform, image, mask, self._centre(unit, rng), self.window
+        )
+        return torch.from_numpy(patch)[None], torch.from_numpy(target)
 
 
 class WholeImageDataset(Dataset):
-    """Whole images with their masks and ids, for evaluation (batch size 1: sizes differ)."""
+    """Whole images with their masks, ids and subjects, for evaluation (batch size 1)."""
 
-    def __init__(self, ids: list[str], images: dict[str, np.ndarray], masks: dict[str, np.ndarray]):
+    def __init__(
+        self,
+        ids: list[str],
+        images: dict[str, np.ndarray],
+        masks: dict[str, np.ndarray],
+        subjects: Mapping[str, str] | None = None,
+    ):
         self.ids, self.images, self.masks = ids, images, masks
+        self.subjects = subjects or {}
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -70,13 +198,14 @@ class WholeImageDataset(Dataset):
         key = self.ids[index]
         return {
             "id": key,
+            "subject": self.subjects.get(key, key),
             "image": torch.from_numpy(self.images[key])[None],
             "mask": torch.from_numpy(self.masks[key]),
         }
 
 
 class ActiveDataModule(L.LightningDataModule):
-    """Holds the pools and moves image ids from ``unlabelled`` to ``labelled``."""
+    """Holds the pools and moves unit ids from ``unlabelled`` to ``labelled``."""
 
     def __init__(
         self,
@@ -84,7 +213,7 @@ class ActiveDataModule(L.LightningDataModule):
         splits: dict[str, list[str]],
         task: str = "myelin",
         patch_size: int = 256,
-        patches_per_epoch: int = 64,
+        steps: int = 8,
         batch_size: int = 8,
         num_workers: int = 0,
         augment: bool = True,
@@ -93,19 +222,27 @@ class ActiveDataModule(L.LightningDataModule):
         if task not in TASKS:
             raise ValueError(f"task={task!r} is not one of {', '.join(TASKS)}")
         self.task, self.patch_size = task, patch_size
-        self.patches_per_epoch, self.batch_size = patches_per_epoch, batch_size
+        self.steps, self.batch_size = steps, batch_size
         self.num_workers, self.augment = num_workers, augment
         samples = list(samples)
         self.samples = {s.id: s for s in samples}
         self.images = {s.id: s.image.astype(np.float32) for s in samples}
         self.masks = {s.id: task_mask(s.mask, task) for s in samples}
-        unknown = [i for ids in splits.values() for i in ids if i not in self.samples]
-        if unknown:
-            raise ValueError(f"split names images that the dataset lacks: {unknown[:5]}")
+        self.shapes = {i: im.shape for i, im in self.images.items()}
         self.test = list(splits.get("test", []))
         self.val = list(splits.get("val", []))
+        unknown = [i for i in self.test + self.val if i not in self.samples]
+        if unknown:
+            raise ValueError(f"split names images that the dataset lacks: {unknown[:5]}")
         self.labelled = list(splits.get("initial", []))
         self.unlabelled = list(splits.get("pool", []))
+        self.units = {u: self._unit(u) for u in self.labelled + self.unlabelled}
+
+    def _unit(self, unit_id: str) -> Unit:
+        try:
+            return Unit.parse(unit_id, self.shapes)
+        except ValueError as err:
+            raise ValueError(f"split names a unit that the dataset lacks: {err}") from None
 
     @property
     def n_classes(self) -> int:
@@ -132,27 +269,69 @@ class ActiveDataModule(L.LightningDataModule):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        known = set(self.samples)
-        for key in ("labelled", "unlabelled", "test", "val"):
-            ids = list(state[key])
-            unknown = [i for i in ids if i not in known]
+        for key in ("test", "val"):
+            unknown = [i for i in state[key] if i not in self.samples]
             if unknown:
                 raise ValueError(f"saved pool {key!r} names images the dataset lacks: {unknown}")
-            setattr(self, key, ids)
+        for key in ("labelled", "unlabelled"):
+            for unit_id in state[key]:
+                try:
+                    self.units[unit_id] = Unit.parse(unit_id, self.shapes)
+                except ValueError as err:
+                    raise ValueError(f"saved pool {key!r}: {err} (the dataset lacks it)") from None
+        for key in ("labelled", "unlabelled", "test", "val"):
+            setattr(self, key, list(state[key]))
+
+    # ------------------------------------------------------------------ what a strategy sees
+
+    def pool_units(self) -> dict[str, list[Unit]]:
+        """Unlabelled units grouped by image: each image is scored once, then reduced per unit."""
+        out: dict[str, list[Unit]] = {}
+        for unit_id in self.unlabelled:
+            unit = self.units[unit_id]
+            out.setdefault(unit.image, []).append(unit)
+        return out
 
     def pool_images(self) -> dict[str, np.ndarray]:
-        return {i: self.images[i] for i in self.unlabelled}
+        return {i: self.images[i] for i in self.pool_units()}
+
+    def labelled_images(self) -> list[str]:
+        """Images holding at least one labelled unit, in labelling order."""
+        return list(dict.fromkeys(self.units[u].image for u in self.labelled))
+
+    # ------------------------------------------------------------------ the budget
+
+    def train_pixels(self) -> int:
+        """Pixels of every training unit, labelled or not (the budget's denominator)."""
+        return sum(self.units[u].pixels for u in self.labelled + self.unlabelled)
+
+    def labelled_pixels(self) -> int:
+        return sum(self.units[u].pixels for u in self.labelled)
+
+    def loss_masks(self) -> dict[str, np.ndarray]:
+        """Per labelled image, its class mask with ``IGNORE`` outside the labelled units."""
+        out: dict[str, np.ndarray] = {}
+        for unit_id in self.labelled:
+            unit = self.units[unit_id]
+            if unit.whole:
+                out[unit.image] = self.masks[unit.image]
+                continue
+            if unit.image not in out:
+                out[unit.image] = np.full(self.shapes[unit.image], IGNORE, dtype=np.uint8)
+            out[unit.image][unit.slices] = self.masks[unit.image][unit.slices]
+        return out
+
+    # ------------------------------------------------------------------ loaders
 
     def train_dataloader(self) -> DataLoader:
         if not self.labelled:
             raise ValueError("the labelled pool is empty: set al.initial >= 1")
-        ds = PatchDataset(
-            [self.images[i] for i in self.labelled],
-            [self.masks[i] for i in self.labelled],
-            self.patch_size,
-            self.patches_per_epoch,
-            self.augment,
-        )
+        masks = self.loss_masks()
+        regions = [
+            (self.images[u.image], masks[u.image], u)
+            for u in (self.units[i] for i in self.labelled)
+        ]
+        ds = PatchDataset(regions, self.patch_size, self.steps * self.batch_size, self.augment)
         return DataLoader(
             ds,
             batch_size=self.batch_size,
@@ -161,7 +340,8 @@ class ActiveDataModule(L.LightningDataModule):
         )
 
     def _whole(self, ids: list[str]) -> DataLoader:
-        ds = WholeImageDataset(ids, self.images, self.masks)
+        subjects = {i: self.samples[i].subject for i in ids}
+        ds = WholeImageDataset(ids, self.images, self.masks, subjects)
         return DataLoader(ds, batch_size=1, num_workers=0)
 
     def val_dataloader(self) -> DataLoader:

@@ -47,8 +47,15 @@ def test_two_round_simulation_writes_the_results_contract(cfg_factory, tmp_path)
     assert not (tmp_path / "checkpoints" / "round-0.ckpt").exists()
     assert (tmp_path / "config.yaml").exists()
     rows = (tmp_path / "selection.csv").read_text().splitlines()
-    assert rows[0] == "round,image_id,subject,score"
-    assert rows[1].startswith(f"0,{r0['selected'][0]},sub-syn")
+    assert rows[0] == "round,unit,image_id,x,y,width,height,subject,score"
+    pick = r0["selected"][0]
+    assert rows[1].startswith(f"0,{pick},{pick},0,0,128,128,sub-syn")
+    # the budget in pixels: 2 then 3 of the pool's synthetic 128 x 128 images
+    assert r0["labelled_pixels"] == 2 * 128 * 128 and r1["labelled_pixels"] == 3 * 128 * 128
+    n_train = len(saved["splits"]["initial"]) + len(saved["splits"]["pool"])
+    assert saved["pool_pixels"] == n_train * 128 * 128
+    assert r1["labelled_fraction"] == pytest.approx(3 / n_train)
+    assert r0["steps"] == 2 and r0["restarts"] == 0
     # uncertainty maps for the pick and the fixed pool images
     assert r0["uncertainty_maps"]
     assert all((tmp_path / p).exists() for p in r0["uncertainty_maps"])
@@ -117,7 +124,9 @@ def test_resume_continues_from_the_last_finished_round(cfg_factory, tmp_path, mo
     assert [r["round"] for r in resumed["rounds"]] == [0, 1, 2]
     assert resumed["rounds"][:2] == partial["rounds"]  # nothing recomputed
     assert [r["labelled"] for r in resumed["rounds"]] == [r["labelled"] for r in full["rounds"]]
-    assert resumed["rounds"][2]["test"] == pytest.approx(full["rounds"][2]["test"])
+    got, want = resumed["rounds"][2]["test"], full["rounds"][2]["test"]
+    assert got["dice"] == pytest.approx(want["dice"])
+    assert got["per_subject"].keys() == want["per_subject"].keys()
 
 
 def test_resume_refuses_a_different_experiment(cfg_factory, tmp_path):
@@ -163,10 +172,9 @@ def test_short_run_on_real_tem_data(tmp_path):
             f"dataset.root={real_data_root() / 'tem_mouse_corpuscallosum'}",
             "logger=csv",
             "strategy=mc_dropout",
-            "trainer.max_epochs=8",
+            "trainer.steps=48",
             "trainer.progress=false",
             "dataset.pixel_size=0.00986",
-            "dataset.patches_per_epoch=48",
             "dataset.patch_size=128",
             "model.module.patch_size=320",
             "model.module.lr=0.003",

@@ -14,7 +14,7 @@ from axal.pools import ActiveDataModule, task_mask
 def dm():
     samples = make_synthetic(n_images=10, size=96, n_subjects=5, seed=0)
     splits = split_by_subject(samples, n_test=1, n_val=1, n_initial=2, seed=0)
-    return ActiveDataModule(samples, splits, patch_size=64, patches_per_epoch=6, batch_size=3)
+    return ActiveDataModule(samples, splits, patch_size=64, steps=2, batch_size=3)
 
 
 def test_label_moves_ids_from_pool_to_labelled(dm):

@@ -13,7 +13,7 @@ from .io import (
     resample,
 )
 from .sources import DATASETS, load_bids, load_dataset, load_folder, locate_dataset
-from .splits import split_by_subject
+from .splits import split_by_subject, test_folds
 from .synthetic import make_synthetic
 
 __all__ = [
@@ -34,4 +34,5 @@ __all__ = [
     "read_mask",
     "resample",
     "split_by_subject",
+    "test_folds",
 ]

@@ -32,18 +32,34 @@ def _n_subjects(value: float, setting: str, n_total: int, minimum: int) -> int:
     return value
 
 
+def test_folds(subjects: Sequence[str], k_test: int, fold_seed: int = 0) -> list[list[str]]:
+    """A seeded partition of the subjects into K = n // k_test test folds (sizes differ by <= 1).
+
+    The partition depends on ``fold_seed`` only, so seed s tests fold ``s % K``: any K
+    consecutive seeds test every subject exactly once, and which mice are tested stops being a
+    hidden variable of a strategy comparison.
+    """
+    subjects = sorted(subjects)
+    n_folds = max(1, len(subjects) // max(1, k_test))
+    order = [subjects[i] for i in np.random.default_rng(fold_seed).permutation(len(subjects))]
+    return [sorted(part) for part in np.array_split(np.array(order, dtype=object), n_folds)]
+
+
 def split_by_subject(
     samples: Sequence[Sample],
     n_test: float,
     n_val: float,
     n_initial: int,
     seed: int,
+    folds: bool = False,
+    fold_seed: int = 0,
 ) -> dict[str, list[str]]:
     """Split sample ids into test / val (whole subjects) and initial / pool (training images).
 
     `n_test` / `n_val`: numbers of subjects (int) or fractions of subjects (float in (0, 1)).
-    Test subjects are drawn first, then val subjects from the rest, then `n_initial` training
-    images at random; everything else is the unlabelled pool. Deterministic for a seed.
+    Test subjects are drawn first (with ``folds``: fold ``seed % K`` of :func:`test_folds`, else
+    at random), then val subjects from the rest, then `n_initial` training images at random;
+    everything else is the unlabelled pool. Deterministic for a seed.
     """
     if not samples:
         raise DataError("cannot split an empty dataset")
@@ -69,7 +85,13 @@ def split_by_subject(
 
     rng = np.random.default_rng(seed)
     order = [subjects[i] for i in rng.permutation(n_sub)]
-    test_subjects, val_subjects = set(order[:k_test]), set(order[k_test : k_test + k_val])
+    if folds:
+        all_folds = test_folds(subjects, k_test, fold_seed)
+        test_subjects = set(all_folds[int(seed) % len(all_folds)])
+        rest = [s for s in order if s not in test_subjects]
+        val_subjects = set(rest[:k_val])
+    else:
+        test_subjects, val_subjects = set(order[:k_test]), set(order[k_test : k_test + k_val])
     test = sorted(s.id for s in samples if s.subject in test_subjects)
     val = sorted(s.id for s in samples if s.subject in val_subjects)
     train = sorted(s.id for s in samples if s.subject not in test_subjects | val_subjects)

@@ -1,0 +1,169 @@
+"""One round's training: a fixed budget of optimizer steps, and no silent collapses.
+
+A round trains for ``trainer.steps`` optimizer steps (``trainer.finetune_steps`` after round 0
+when fine-tuning), whatever the labelled set's size, so random selection and every other
+strategy get exactly the same recipe. After training, the model is checked on its own labelled
+pixels: a model that predicts (almost) everything or nothing as foreground, or that misses a
+class the labels hold, or whose training loss did not fall, has collapsed. It is then retrained
+from a seed derived from the round's seed, up to ``trainer.max_restarts`` times; the number of
+restarts is recorded, and the same seed gives the same restarts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from axal.mc_dropout import eval_mode
+from axal.pools import IGNORE, ActiveDataModule
+
+log = logging.getLogger("axal")
+
+
+@dataclass(frozen=True)
+class CollapseRule:
+    """When a trained model counts as degenerate (see the module docstring)."""
+
+    max_foreground: float = 0.9  # predicted foreground share above this (labels below it)
+    min_foreground: float = 0.01  # predicted foreground share below this (labels above it)
+    min_class: float = 0.01  # a class holding >= 2x this share of labels predicted below it
+    max_loss_ratio: float = 0.95  # mean loss of the last 10% of steps / first 10% above this
+    min_steps: int = 20  # the loss test needs at least this many steps
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig | dict | None) -> CollapseRule:
+        return cls(**dict(cfg or {}))
+
+
+@dataclass
+class RoundFit:
+    """What training one round produced: the model, its trainer, and how it got there."""
+
+    model: L.LightningModule
+    trainer: L.Trainer
+    steps: int
+    restarts: int = 0
+    collapses: list[str] = field(default_factory=list)  # why each discarded attempt failed
+    collapsed: bool = False  # the kept model still failed the check (restarts exhausted)
+    seconds: float = 0.0
+
+
+def attempt_seed(round_seed: int, attempt: int) -> int:
+    """Seed of a retraining attempt: attempt 0 is the round's own seed."""
+    return int(round_seed) + 7_919_000 * int(attempt)
+
+
+def class_fractions(model: L.LightningModule, dm: ActiveDataModule) -> tuple[np.ndarray, ...]:
+    """(predicted, labelled) share of each class over the labelled pixels, in eval mode."""
+    n = dm.n_classes
+    pred_counts, true_counts = np.zeros(n), np.zeros(n)
+    with eval_mode(model), torch.inference_mode():
+        for image_id, mask in dm.loss_masks().items():
+            image = torch.from_numpy(dm.images[image_id])[None].to(model.device)
+            pred = model.predict_image(image).argmax(0).cpu().numpy()
+            known = mask != IGNORE
+            pred_counts += np.bincount(pred[known].ravel(), minlength=n)[:n]
+            true_counts += np.bincount(mask[known].ravel(), minlength=n)[:n]
+    total = max(1.0, true_counts.sum())
+    return pred_counts / total, true_counts / total
+
+
+def collapse_reason(
+    predicted: np.ndarray, labelled: np.ndarray, losses: list[float], rule: CollapseRule
+) -> str | None:
+    """Why a model with these class shares and this loss history is degenerate, or None."""
+    fg_pred, fg_true = 1.0 - predicted[0], 1.0 - labelled[0]
+    if fg_pred > rule.max_foreground and fg_true <= rule.max_foreground:
+        return f"predicts {fg_pred:.0%} foreground where the labels hold {fg_true:.0%}"
+    if fg_pred < rule.min_foreground and fg_true >= rule.min_foreground:
+        return f"predicts {fg_pred:.1%} foreground where the labels hold {fg_true:.0%}"
+    for c in range(1, len(predicted)):
+        if labelled[c] >= 2 * rule.min_class and predicted[c] < rule.min_class:
+            return (
+                f"predicts {predicted[c]:.1%} of class {c} where the labels hold {labelled[c]:.0%}"
+            )
+    if len(losses) >= rule.min_steps:
+        k = max(1, len(losses) // 10)
+        first, last = float(np.mean(losses[:k])), float(np.mean(losses[-k:]))
+        if last > rule.max_loss_ratio * first:
+            return f"training loss did not fall ({first:.3f} -> {last:.3f})"
+    return None
+
+
+def make_trainer(
+    cfg: DictConfig, steps: int, callbacks: list[L.Callback], has_val: bool
+) -> L.Trainer:
+    """A Trainer for one epoch of exactly ``steps`` batches (validated once, at its end)."""
+    t = cfg.trainer
+    return L.Trainer(
+        max_epochs=1,
+        max_steps=steps,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        precision=t.get("precision", "32-true"),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=t.get("progress", True),
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=1.0 if has_val else 0,
+        callbacks=callbacks,
+        deterministic=t.get("deterministic", False),
+    )
+
+
+def fit_round(
+    cfg: DictConfig,
+    dm: ActiveDataModule,
+    make_model: Callable[[], L.LightningModule],
+    round_seed: int,
+    steps: int,
+    callbacks: list[L.Callback] | None = None,
+) -> RoundFit:
+    """Train a fresh ``make_model()`` for ``steps`` steps; retrain it while it has collapsed."""
+    rule = CollapseRule.from_config(cfg.trainer.get("collapse"))
+    max_restarts = int(cfg.trainer.get("max_restarts", 2))
+    dm.steps = steps
+    collapses: list[str] = []
+    start = time.perf_counter()
+    for attempt in range(max_restarts + 1):
+        L.seed_everything(attempt_seed(round_seed, attempt), workers=True, verbose=False)
+        model = make_model()
+        trainer = make_trainer(cfg, steps, list(callbacks or []), has_val=bool(dm.val))
+        trainer.fit(model, datamodule=dm)
+        predicted, labelled = class_fractions(model, dm)
+        reason = collapse_reason(predicted, labelled, model.loss_history, rule)
+        if reason is None:
+            break
+        collapses.append(reason)
+        if attempt < max_restarts:
+            log.warning("collapsed model (%s): retraining, attempt %d", reason, attempt + 1)
+    else:
+        log.warning("model still collapsed after %d restarts (%s)", max_restarts, reason)
+    return RoundFit(
+        model=model,
+        trainer=trainer,
+        steps=steps,
+        restarts=len(collapses) - (reason is not None),
+        collapses=collapses,
+        collapsed=reason is not None,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def describe(fit: RoundFit) -> dict[str, Any]:
+    """The round record's training fields."""
+    return {
+        "steps": fit.steps,
+        "restarts": fit.restarts,
+        "collapses": fit.collapses,
+        "collapsed": fit.collapsed,
+    }
