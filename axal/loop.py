@@ -78,7 +78,7 @@ def make_splits(cfg: DictConfig, samples: list) -> dict[str, list[str]]:
 
 def is_full(cfg: DictConfig) -> bool:
     """``strategy=full``: one model per seed on every training unit, the same recipe."""
-    return bool(cfg.strategy.get("full", False))
+    return str(cfg.strategy.get("_target_", "")).rsplit(".", 1)[-1] == "Full"
 
 
 def build_model(cfg: DictConfig, n_classes: int) -> L.LightningModule:
@@ -102,7 +102,8 @@ def check_config(cfg: DictConfig) -> None:
         raise ValueError(f"task={cfg.task!r} is not one of {', '.join(TASKS)}")
     for key in ("initial", "per_round", "rounds", "mc_samples"):
         value = cfg.al[key]
-        if not isinstance(value, int) or value < 1:
+        values = list(value) if key == "per_round" and OmegaConf.is_list(value) else [value]
+        if not values or any(not isinstance(v, int) or v < 1 for v in values):
             raise ValueError(f"al.{key}={value!r} must be a positive integer")
     for key in ("steps", "finetune_steps", "max_restarts"):
         value = cfg.trainer.get(key)
@@ -242,6 +243,15 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     return results
 
 
+def per_round(cfg: DictConfig, round_index: int) -> int:
+    """Units labelled after round ``round_index``: ``al.per_round``, or its entry for that round
+    when it is a list (the last entry repeats), e.g. a budget that grows geometrically."""
+    value = cfg.al.per_round
+    if OmegaConf.is_list(value):
+        return int(value[min(round_index, len(value) - 1)])
+    return int(value)
+
+
 def round_steps(cfg: DictConfig, round_index: int) -> int:
     """Optimizer steps of a round: ``trainer.finetune_steps`` when fine-tuning after round 0."""
     finetune = cfg.trainer.get("finetune_steps")
@@ -274,7 +284,7 @@ def _rounds(
         last = r == cfg.al.rounds - 1 or not dm.unlabelled
         callback = AcquisitionCallback(
             strategy,
-            per_round=cfg.al.per_round,
+            per_round=per_round(cfg, r),
             mc_samples=cfg.al.mc_samples,
             seed=cfg.seed,
             round_index=r,

@@ -94,8 +94,8 @@ def test_test_dice_is_one_for_a_perfect_model():
     model = SegModel(Oracle(), patch_size=64, overlap=8)
     image = torch.rand(1, 1, 80, 80)
     model.on_test_epoch_start()
-    model._count({"image": image, "mask": (image[0] > 0.5).long()})
-    assert scores_from_stats(*model._counts)["dice"] == pytest.approx(1.0)
+    model._count({"image": image, "mask": (image[0] > 0.5).long(), "subject": ["sub-a"]})
+    assert scores_from_stats(*model._counts["sub-a"])["dice"] == pytest.approx(1.0)
 
 
 def test_mc_dropout_layer_drops_at_the_configured_rate_and_keeps_the_mean():

@@ -75,3 +75,21 @@ def test_request_that_does_not_fit_names_the_setting():
         split_by_subject(samples, 1, 1, 0, seed=0)
     with pytest.raises(DataError, match="duplicate"):
         split_by_subject(samples + samples[:1], 1, 1, 1, seed=0)
+
+
+def test_any_k_consecutive_seeds_test_every_subject_exactly_once():
+    samples = _samples(10, 2)
+    k = 5  # 10 subjects, 2 test subjects per seed
+    for first in (0, 3):
+        counts: dict[str, int] = {}
+        for seed in range(first, first + k):
+            split = split_by_subject(samples, n_test=2, n_val=1, n_initial=2, seed=seed, folds=True)
+            for subject in _subjects(samples, split["test"]):
+                counts[subject] = counts.get(subject, 0) + 1
+            train = _subjects(samples, split["initial"] + split["pool"])
+            assert not train & _subjects(samples, split["test"] + split["val"])
+        assert counts == {f"sub-{s}": 1 for s in range(10)}
+    # the folds are fixed by fold_seed, not by the seed: seed 5 tests what seed 0 tested
+    a = split_by_subject(samples, n_test=2, n_val=0, n_initial=2, seed=0, folds=True)
+    b = split_by_subject(samples, n_test=2, n_val=0, n_initial=2, seed=5, folds=True)
+    assert a["test"] == b["test"] and a["initial"] != b["initial"]

@@ -1,0 +1,197 @@
+"""Benchmark a round's wall time against the optimizer steps it buys.
+
+On the real TEM data ($AXAL_DATA/tem_mouse_corpuscallosum) and the default recipe, prints one
+JSON line:
+
+  bare_steps_per_s   optimizer steps/s of the same model, batch, loss and optimizer in a plain
+                     PyTorch loop on pre-made tensors (the ceiling); measured before and after
+                     the round, averaged
+  round_steps_per_s  the steps of one real round (round 1 of a run: training with its collapse
+                     check, test evaluation, acquisition, checkpoint and results) divided by the
+                     round's whole wall time
+  ratio              round_steps_per_s / bare_steps_per_s (target >= 0.75)
+  split_s            where the round's seconds went: steps (forward, backward, optimizer inside
+                     Lightning), data (waiting for the next batch: patch sampling and
+                     augmentation), collapse_check, test, acquisition, other (trainer set-up,
+                     checkpoint, results, logging)
+
+Usage: python benchmarks/training.py [--threads 2] [key=value Hydra overrides ...]
+e.g.   python benchmarks/training.py strategy=bald trainer.steps=200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+import axal.loop as loop  # noqa: E402
+import axal.training as training  # noqa: E402
+from axal.pools import TASKS  # noqa: E402
+
+DEFAULTS = ["dataset=tem", "strategy=random", "logger=none", "trainer.progress=false"]
+
+
+def compose_cfg(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=DEFAULTS + overrides)
+
+
+def bare_steps_per_s(cfg, steps: int) -> float:
+    """Steps/s of a plain loop: same network, batch, patch size, loss and Adam; no data work."""
+    L.seed_everything(0, verbose=False)
+    model = loop.build_model(cfg, TASKS[cfg.task])
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.model.module.lr)
+    b, p = cfg.dataset.batch_size, cfg.dataset.patch_size
+    x = torch.rand(b, 1, p, p)
+    y = (torch.rand(b, p, p) > 0.6).long()
+    model.train()
+    for _ in range(3):  # warm-up: first passes allocate
+        opt.zero_grad()
+        model.loss_fn(model(x), y).backward()
+        opt.step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        loss = model.loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+    return steps / (time.perf_counter() - start)
+
+
+class StepTimer(L.Callback):
+    """Seconds inside training steps, and waiting for batches between them."""
+
+    def __init__(self) -> None:
+        self.steps = self.data = 0.0
+        self._mark: float | None = None
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._mark = time.perf_counter()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        self.data += now - (self._mark or now)
+        self._mark = now
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        self.steps += now - (self._mark or now)
+        self._mark = now
+
+
+def measure_round(cfg) -> dict:
+    """Run 3 rounds in a temporary folder; time round 1 (a middle round: it acquires)."""
+    writes: list[float] = []
+    timers: dict[int, StepTimer] = {}
+    checks: list[float] = []
+    tests: list[float] = []
+    real_write, real_fit, real_check = (
+        loop.atomic_write_json,
+        training.fit_round,
+        training.class_fractions,
+    )
+    real_test = L.Trainer.test
+
+    def write(path, obj):
+        real_write(path, obj)
+        writes.append(time.perf_counter())
+
+    def fit(cfg_, dm, make_model, seed, steps, callbacks=None):
+        timer = StepTimer()
+        timers[len(timers)] = timer
+        return real_fit(cfg_, dm, make_model, seed, steps, list(callbacks or []) + [timer])
+
+    def check(model, dm):
+        t0 = time.perf_counter()
+        out = real_check(model, dm)
+        checks.append(time.perf_counter() - t0)
+        return out
+
+    def test(self, *args, **kw):
+        t0 = time.perf_counter()
+        out = real_test(self, *args, **kw)
+        tests.append(time.perf_counter() - t0)
+        return out
+
+    loop.atomic_write_json, loop.fit_round, training.class_fractions = write, fit, check
+    L.Trainer.test = test
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            results = loop.run(cfg, tmp)
+    finally:
+        loop.atomic_write_json, loop.fit_round, training.class_fractions = (
+            real_write,
+            real_fit,
+            real_check,
+        )
+        L.Trainer.test = real_test
+    # writes: the initial record, then one per round
+    wall = writes[2] - writes[1]
+    record = results["rounds"][1]
+    timer = timers[1]
+    split = {
+        "steps": timer.steps,
+        "data": timer.data,
+        "collapse_check": checks[1],
+        "test": tests[1] - record["acquire_seconds"],  # acquisition runs inside test's hook
+        "acquisition": record["acquire_seconds"],
+    }
+    split["other"] = wall - sum(split.values())
+    return {
+        "steps": record["steps"],
+        "restarts": record["restarts"],
+        "wall": wall,
+        "split_s": {k: round(v, 2) for k, v in split.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    args, overrides = parser.parse_known_args()
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("AXAL_DATA", str(ROOT.parent / "shared" / "data"))
+    cfg = compose_cfg(overrides + ["al.rounds=3", "trainer.max_restarts=0"])
+    steps = int(cfg.trainer.steps)
+    bare_before = bare_steps_per_s(cfg, steps)
+    measured = measure_round(cfg)
+    bare_after = bare_steps_per_s(cfg, steps)
+    bare = (bare_before + bare_after) / 2
+    round_rate = measured["steps"] / measured["wall"]
+    print(
+        json.dumps(
+            {
+                "dataset": cfg.dataset.name,
+                "strategy": cfg.strategy.name,
+                "model": cfg.model.net.get("encoder_name", cfg.model.net._target_),
+                "patch_size": cfg.dataset.patch_size,
+                "batch_size": cfg.dataset.batch_size,
+                "pixel_size": cfg.dataset.pixel_size,
+                "threads": args.threads,
+                "steps": measured["steps"],
+                "bare_steps_per_s": round(bare, 3),
+                "bare_before_after": [round(bare_before, 3), round(bare_after, 3)],
+                "round_steps_per_s": round(round_rate, 3),
+                "ratio": round(round_rate / bare, 3),
+                "round_wall_s": round(measured["wall"], 2),
+                "split_s": measured["split_s"],
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
