@@ -174,7 +174,8 @@ def markdown(steps: list[dict], finetune: list[dict], tolerance: float = TOLERAN
             "",
             "Dice difference to retraining from scratch, paired by seed (same picks: random).",
             "",
-            "| arm | round | labelled | steps | Dice | Δ vs retrain (mean ± SD) | train s | seeds |",
+            "| arm | round | labelled | steps | Dice | Δ vs retrain (mean ± SD) | train s "
+            "| seeds |",
             "|---|---|---|---|---|---|---|---|",
         ]
         for r in finetune:
