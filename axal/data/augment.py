@@ -16,6 +16,9 @@ import cv2
 import numpy as np
 
 MAX_ROTATION, MIN_SCALE = 10.0, 0.9
+# OpenCV's own thread pool (all cores per process) only adds contention on patch-sized
+# arrays, and many sweep jobs in parallel made it oversubscribe a 16-core machine 14x
+cv2.setNumThreads(0)
 
 
 def window_size(patch_size: int, augment: bool = True) -> int:
