@@ -225,7 +225,7 @@ def test_reinit_false_fine_tunes_the_previous_rounds_model(cfg_factory, tmp_path
     run(cfg_factory("strategy=random", "al.reinit=false"), tmp_path / "ft")
     assert loaded == [str(tmp_path / "ft" / "checkpoints" / "round-0.ckpt")]
     loaded.clear()
-    run(cfg_factory("strategy=random"), tmp_path / "scratch")
+    run(cfg_factory("strategy=random", "al.reinit=true"), tmp_path / "scratch")
     assert loaded == []  # retrained from scratch: no checkpoint read
 
 
