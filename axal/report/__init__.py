@@ -1,0 +1,112 @@
+"""Comparison report for active-learning runs, computed from their ``results.json`` files.
+
+The report answers "which acquisition strategy saves labels, and how sure are we?": learning
+curves with confidence bands, normalised area under the learning curve (ALC), labels needed to
+reach 95%/100% of the full-data Dice, and paired-by-seed statistics against random sampling.
+Everything is written atomically into one folder; ``report.html`` is self-contained (offline).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+from axal.atomic import atomic_write
+from axal.report.figures import (
+    _fig_bytes,
+    _learning_curve_figure,
+    _uncertainty_entries,
+    _uncertainty_figure,
+)
+from axal.report.html import _html
+from axal.report.statistics import (
+    BOOTSTRAP_SEED,
+    N_BOOTSTRAP,
+    acquire_seconds,
+    area_under_curve,
+    bootstrap_ratio_ci,
+    holm,
+    labels_to_reach,
+    learning_curve,
+    paired_wilcoxon,
+    t_interval,
+)
+from axal.report.summary import (
+    BASELINE,
+    RESULTS_NAME,
+    load_runs,
+    strategy_name,
+    summarize,
+)
+from axal.report.tables import (
+    SUMMARY_COLUMNS,
+    SUMMARY_EXTRA_COLUMNS,
+    _markdown,
+    _num,
+    _summary_csv,
+    _table_csv,
+)
+
+__all__ = [
+    "BASELINE",
+    "BOOTSTRAP_SEED",
+    "N_BOOTSTRAP",
+    "RESULTS_NAME",
+    "SUMMARY_COLUMNS",
+    "SUMMARY_EXTRA_COLUMNS",
+    "acquire_seconds",
+    "area_under_curve",
+    "bootstrap_ratio_ci",
+    "holm",
+    "labels_to_reach",
+    "learning_curve",
+    "load_runs",
+    "paired_wilcoxon",
+    "strategy_name",
+    "summarize",
+    "t_interval",
+    "write_report",
+    "_num",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+def write_report(
+    runs_or_dirs: Iterable[dict | str | Path] | str | Path, out_dir: str | Path
+) -> dict:
+    """Write figures, tables, stats, summary.{csv,json} and report.html; return the summary.
+
+    ``runs_or_dirs`` is a list of loaded run dicts, or paths (results.json files or folders).
+    """
+    if isinstance(runs_or_dirs, (str, Path)):
+        runs_or_dirs = [runs_or_dirs]
+    items = list(runs_or_dirs)
+    runs = [r for r in items if isinstance(r, dict)]
+    paths = [p for p in items if not isinstance(p, dict)]
+    if paths:
+        runs += load_runs(paths)
+    if not runs:
+        raise ValueError("no runs to report on")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    summary = summarize(runs)
+    fig = _learning_curve_figure(summary)
+    curves_png = _fig_bytes(fig, "png")
+    atomic_write(out / "learning_curves.png", curves_png)
+    atomic_write(out / "learning_curves.svg", _fig_bytes(fig, "svg"))
+    maps = _uncertainty_entries(runs)
+    maps_fig = _uncertainty_figure(maps) if maps else None
+    maps_png = _fig_bytes(maps_fig, "png") if maps_fig is not None else None
+    if maps_png:
+        atomic_write(out / "uncertainty_maps.png", maps_png)
+
+    atomic_write(out / "table.md", _markdown(summary))
+    atomic_write(out / "table.csv", _table_csv(summary))
+    atomic_write(out / "summary.csv", _summary_csv(summary))
+    atomic_write(out / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    atomic_write(out / "report.html", _html(summary, curves_png, maps, maps_png, runs))
+    return summary
