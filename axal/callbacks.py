@@ -94,10 +94,13 @@ class AcquisitionCallback(L.Callback):
         self.selected = list(selected)
         self.scores = {i: float(v) for i, v in scores.items() if np.isfinite(v)}
         self.maps = self._save_maps(
-            dm, kept, list(selected) + [i for i in fixed if i not in selected]
+            dm,
+            kept,
+            list(selected) + [i for i in fixed if i not in selected],
+            n_classes=int(getattr(pl_module.hparams, "n_classes", 2)),
         )
 
-    def _save_maps(self, dm: Any, kept: dict, ids: list[str]) -> list[str]:
+    def _save_maps(self, dm: Any, kept: dict, ids: list[str], n_classes: int = 2) -> list[str]:
         """PNG of image, prediction and uncertainty for the picks and the fixed pool images."""
         if self.maps_dir is None or not kept:
             return []
@@ -113,6 +116,14 @@ class AcquisitionCallback(L.Callback):
             title = (
                 f"round {self.round} | {role} | {i} | score {self.scores.get(i, float('nan')):.4g}"
             )
-            save_uncertainty_png(path, image, prediction, uncertainty, title=title)
+            save_uncertainty_png(
+                path,
+                image,
+                prediction,
+                uncertainty,
+                title=title,
+                measure=getattr(self.strategy, "measure", self.strategy.name),
+                n_classes=n_classes,
+            )
             paths.append(str(path))
         return paths
