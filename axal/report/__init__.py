@@ -1,9 +1,16 @@
 """Comparison report for active-learning runs, computed from their ``results.json`` files.
 
 The report answers "which acquisition strategy saves labels, and how sure are we?": learning
-curves with confidence bands, normalised area under the learning curve (ALC), labels needed to
-reach 95%/100% of the full-data Dice, and paired-by-seed statistics against random sampling.
-Everything is written atomically into one folder; ``report.html`` is self-contained (offline).
+curves with confidence bands, normalised area under the learning curve (ALC), the budget
+needed to reach 95%/100% of the full-data Dice, and paired-by-seed statistics against random
+sampling (Wilcoxon with Holm, bootstrap ratio intervals, minimum detectable ALC difference),
+per (dataset, annotation unit) group: images on the budget axis for image studies, the
+labelled-pixel fraction for tile studies. Everything is written atomically into one folder;
+``report.html`` is self-contained (offline) and defines every column it shows.
+
+Modules: ``statistics`` (curves and tests), ``summary`` (loading, grouping, ``summarize``),
+``tables`` (markdown/CSV tables and their definitions), ``figures``, ``html``; this package
+re-exports the public names that ``axal.report`` had before it was split.
 """
 
 from __future__ import annotations
@@ -18,23 +25,38 @@ from axal.report.figures import (
     _learning_curve_figure,
     _uncertainty_entries,
     _uncertainty_figure,
+    learning_curve_figure,
+    measure_name,
+    uncertainty_figure,
 )
 from axal.report.html import _html
 from axal.report.statistics import (
     BOOTSTRAP_SEED,
+    FRACTION,
     N_BOOTSTRAP,
+    UNITS,
     acquire_seconds,
     area_under_curve,
     bootstrap_ratio_ci,
     holm,
+    interpolate_at,
     labels_to_reach,
     learning_curve,
+    mde_paired,
     paired_wilcoxon,
+    round_fraction,
+    run_restarts,
+    run_unit,
     t_interval,
 )
 from axal.report.summary import (
     BASELINE,
+    FULL,
+    FULL_ROW,
     RESULTS_NAME,
+    TILE_BUDGETS,
+    group_key,
+    is_full,
     load_runs,
     strategy_name,
     summarize,
@@ -42,38 +64,67 @@ from axal.report.summary import (
 from axal.report.tables import (
     SUMMARY_COLUMNS,
     SUMMARY_EXTRA_COLUMNS,
+    _fmt_int,
     _markdown,
     _num,
     _summary_csv,
     _table_csv,
+    definitions,
+    main_table,
+    stats_table,
+    subject_tables,
 )
 
 __all__ = [
     "BASELINE",
     "BOOTSTRAP_SEED",
+    "FRACTION",
+    "FULL",
+    "FULL_ROW",
     "N_BOOTSTRAP",
     "RESULTS_NAME",
     "SUMMARY_COLUMNS",
     "SUMMARY_EXTRA_COLUMNS",
+    "TILE_BUDGETS",
+    "UNITS",
+    "_fig_bytes",
+    "_fmt_int",
+    "_learning_curve_figure",
+    "_markdown",
+    "_num",
+    "_summary_csv",
+    "_table_csv",
+    "_uncertainty_entries",
+    "_uncertainty_figure",
     "acquire_seconds",
     "area_under_curve",
     "bootstrap_ratio_ci",
+    "definitions",
+    "group_key",
     "holm",
+    "interpolate_at",
+    "is_full",
     "labels_to_reach",
     "learning_curve",
+    "learning_curve_figure",
     "load_runs",
+    "main_table",
+    "mde_paired",
+    "measure_name",
     "paired_wilcoxon",
+    "round_fraction",
+    "run_restarts",
+    "run_unit",
+    "stats_table",
     "strategy_name",
+    "subject_tables",
     "summarize",
     "t_interval",
+    "uncertainty_figure",
     "write_report",
-    "_num",
 ]
 
 
-# --------------------------------------------------------------------------------------------
-# Writing
-# --------------------------------------------------------------------------------------------
 def write_report(
     runs_or_dirs: Iterable[dict | str | Path] | str | Path, out_dir: str | Path
 ) -> dict:
@@ -94,12 +145,12 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
 
     summary = summarize(runs)
-    fig = _learning_curve_figure(summary)
+    fig = learning_curve_figure(summary)
     curves_png = _fig_bytes(fig, "png")
     atomic_write(out / "learning_curves.png", curves_png)
     atomic_write(out / "learning_curves.svg", _fig_bytes(fig, "svg"))
     maps = _uncertainty_entries(runs)
-    maps_fig = _uncertainty_figure(maps) if maps else None
+    maps_fig = uncertainty_figure(maps) if maps else None
     maps_png = _fig_bytes(maps_fig, "png") if maps_fig is not None else None
     if maps_png:
         atomic_write(out / "uncertainty_maps.png", maps_png)

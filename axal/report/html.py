@@ -1,25 +1,39 @@
-"""The self-contained ``report.html`` page (figures inlined, no external resources)."""
+"""The self-contained ``report.html`` page (figures inlined, no external resources).
+
+Every table is followed by the definitions of its columns and symbols, and every figure by
+what its lines, bands and panels are, so the page can be read without the code.
+"""
 
 from __future__ import annotations
 
 import base64
 import html
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
-from axal.report.statistics import BOOTSTRAP_SEED, N_BOOTSTRAP
+from axal.report.figures import map_caption
+from axal.report.statistics import run_unit
 from axal.report.summary import _seed_key, strategy_name
-from axal.report.tables import _fmt, _fmt_int, _fmt_p, _table_rows
+from axal.report.tables import (
+    _group_title,
+    definitions,
+    figure_note,
+    main_table,
+    stats_definitions,
+    stats_table,
+    subject_note,
+    subject_tables,
+)
 
-# --------------------------------------------------------------------------------------------
-# HTML
-# --------------------------------------------------------------------------------------------
 _CSS = """
 body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.9em}
 th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
 th{background:#f2f2f2} td:first-child,th:first-child{text-align:left}
 .note{color:#7a4b00;font-size:.9em} .small{color:#666;font-size:.85em}
-img{max-width:100%} .maps img{width:160px;margin:2px;border:1px solid #ddd}
+dl.defs{font-size:.85em;color:#333;display:grid;grid-template-columns:max-content auto;
+  gap:.2em 1em;margin:.4em 0 1.4em} dl.defs dt{font-weight:600} dl.defs dd{margin:0}
+img{max-width:100%} .maps img{width:380px;margin:2px;border:1px solid #ddd}
+figure{display:inline-block;margin:2px} figcaption{color:#666;font-size:.8em}
 """
 
 
@@ -37,11 +51,87 @@ def _html_table(head: list[str], body: list[list[str]]) -> str:
     return "\n".join(out)
 
 
+def _definitions(terms: list[tuple[str, str]]) -> str:
+    e = html.escape
+    items = "".join(f"<dt>{e(t)}</dt><dd>{e(text)}</dd>" for t, text in terms)
+    return f'<dl class="defs">{items}</dl>'
+
+
+def _group_section(name: str, d: dict) -> list[str]:
+    e = html.escape
+    parts = [f"<h2>Dataset {e(_group_title(name, d))}</h2>"]
+    parts.append(_html_table(*main_table(d)))
+    terms = definitions(d)
+    st = stats_table(d)
+    if st:
+        parts.append(_definitions(terms))
+        parts.append(f"<h3>Paired statistics vs {e(str(d['baseline']))} (by seed)</h3>")
+        parts.append(_html_table(*st))
+        parts.append(_definitions(stats_definitions(d)))
+    else:
+        parts.append(_definitions(terms))
+    subjects = subject_tables(d)
+    if subjects:
+        parts.append("<h3>Dice per test subject</h3>")
+        parts.append(f'<p class="small">{e(subject_note(d))}</p>')
+        for title, table in subjects:
+            parts.append(f"<h4>{e(title)}</h4>")
+            parts.append(_html_table(*table))
+    for note in d["notes"]:
+        parts.append(f'<p class="note">Note: {e(note)}</p>')
+    if d.get("restarts_total"):
+        parts.append(
+            f'<p class="note">Note: {d["restarts_total"]} restart(s) in this group (rounds '
+            "retrained after a collapse).</p>"
+        )
+    return parts
+
+
+def _maps_section(maps: dict, maps_png: bytes | None) -> list[str]:
+    e = html.escape
+    parts = ["<h2>Uncertainty-map evolution</h2>"]
+    if not maps:
+        parts.append('<p class="small">No run saved uncertainty maps; section skipped.</p>')
+        return parts
+    parts.append(
+        '<p class="small">Each map: the image, the predicted classes (argmax of the MC mean; '
+        "one fixed colour per class, legend under the panel) and the strategy's per-pixel "
+        "measure (named above the panel; colour scale from 0, colour bar at its right). "
+        "'picked' = the image the strategy chose that round, 'fixed' = one of two pool images "
+        "shown every round for comparison. Runs recorded before this legend existed show "
+        "unlabelled panels; their measure is named here from the run's strategy.</p>"
+    )
+    if maps_png:
+        parts.append(_b64_img(maps_png, "uncertainty maps across rounds"))
+    for ds, sts in maps.items():
+        for st, entry in sts.items():
+            parts.append(
+                f"<h3>{e(ds)} / {e(st)} (seed {e(str(entry['seed']))}): "
+                f"{e(entry.get('measure', 'uncertainty'))}</h3>"
+            )
+            parts.append('<div class="maps">')
+            for rnd, files in entry["rounds"]:
+                for f in files:
+                    try:
+                        data = f.read_bytes()
+                    except OSError:
+                        parts.append(f'<span class="note">missing: {e(str(f))}</span>')
+                        continue
+                    role, image_id = map_caption(f)
+                    mime = "image/svg+xml" if f.suffix.lower() == ".svg" else "image/png"
+                    caption = f"round {rnd} · {role} · {image_id}" if role else f"round {rnd}"
+                    parts.append(
+                        f"<figure>{_b64_img(data, caption, mime)}"
+                        f"<figcaption>{e(caption)}</figcaption></figure>"
+                    )
+            parts.append("</div>")
+    return parts
+
+
 def _html(
     summary: dict, curves_png: bytes, maps: dict, maps_png: bytes | None, runs: list[dict]
 ) -> str:
     e = html.escape
-    rows = _table_rows(summary)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -50,123 +140,42 @@ def _html(
         "<h1>Active-learning comparison</h1>",
         (
             f'<p class="small">{summary["n_runs"]} run(s); generated '
-            f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}. Seeds are paired: a seed "
-            "gives every strategy the same split and initial labelled set.</p>"
+            f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}. Seeds are paired: "
+            "a seed gives every strategy the same split, initial labelled set and per-round "
+            "initial weights. Runs are grouped by dataset and annotation unit (image or "
+            "tile); groups are never mixed in one table.</p>"
         ),
     ]
     for note in summary["notes"]:
         parts.append(f'<p class="note">{e(note)}</p>')
     parts += [
         "<h2>Learning curves</h2>",
-        (
-            "<p>Test Dice against the number of labelled images; line = mean over seeds, "
-            "band = 95% t-interval over seeds (absent with one seed). Seeds per strategy are "
-            "in the legend.</p>"
-        ),
+        f"<p>{e(figure_note())}</p>",
         _b64_img(curves_png, "learning curves"),
     ]
-    for ds, d in summary["datasets"].items():
-        budgets = d["budgets"]
-        lo, hi = (_fmt_int(v) for v in d["alc_range"])
-        parts.append(f"<h2>Dataset {e(ds)}</h2>")
-        head = (
-            ["strategy", "n seeds"]
-            + [f"Dice n={b}" for b in budgets]
-            + [
-                f"norm. ALC [{lo}, {hi}]",
-                "labels to 95%",
-                "labels to 100%",
-                "saving vs random @95%",
-                "acquire s/round",
-            ]
-        )
-        body = [
-            [
-                r["strategy"],
-                r["n_seeds"],
-                *[r["dice"][b] for b in budgets],
-                r["alc"],
-                r["l95"],
-                r["l100"],
-                r["saving"],
-                r["acquire"],
-            ]
-            for r in rows
-            if r["dataset"] == ds
-        ]
-        parts.append(_html_table(head, body))
-        stat_rows = [r for r in rows if r["dataset"] == ds and r["stats"]]
-        if stat_rows:
-            parts.append(f"<h3>Paired statistics vs {e(str(d['baseline']))} (by seed)</h3>")
-            head = [
-                "strategy",
-                "n paired seeds",
-                "Wilcoxon p (ALC)",
-                "Holm p",
-                "labels ratio @95%",
-                "bootstrap 95% CI",
-                "note",
-            ]
-            body = []
-            for r in stat_rows:
-                s = r["stats"]
-                body.append(
-                    [
-                        r["strategy"],
-                        s["n_paired"],
-                        _fmt_p(s["wilcoxon_p"]),
-                        _fmt_p(s["p_holm"]),
-                        _fmt(s["ratio"]),
-                        f"[{_fmt(s['ratio_ci'][0])}, {_fmt(s['ratio_ci'][1])}]",
-                        s["note"] or "",
-                    ]
-                )
-            parts.append(_html_table(head, body))
-            parts.append(
-                f'<p class="small">Ratio = mean labels-to-95% of the strategy / '
-                f"mean of random over paired seeds; CI: percentile bootstrap over "
-                f"seeds, {N_BOOTSTRAP} resamples, seed {BOOTSTRAP_SEED}.</p>"
-            )
-        for note in d["notes"]:
-            parts.append(f'<p class="note">Note: {e(note)}</p>')
-    parts.append("<h2>Uncertainty-map evolution</h2>")
-    if not maps:
-        parts.append('<p class="small">No run saved uncertainty maps; section skipped.</p>')
-    else:
-        if maps_png:
-            parts.append(_b64_img(maps_png, "uncertainty maps across rounds"))
-        for ds, sts in maps.items():
-            for st, entry in sts.items():
-                parts.append(f"<h3>{e(ds)} / {e(st)} (seed {e(str(entry['seed']))})</h3>")
-                parts.append('<div class="maps">')
-                for rnd, files in entry["rounds"]:
-                    for f in files:
-                        try:
-                            data = f.read_bytes()
-                        except OSError:
-                            parts.append(f'<span class="note">missing: {e(str(f))}</span>')
-                            continue
-                        mime = "image/svg+xml" if f.suffix.lower() == ".svg" else "image/png"
-                        parts.append(
-                            f'<figure style="display:inline-block;margin:2px">'
-                            f"{_b64_img(data, f'round {rnd}', mime)}"
-                            f"<figcaption class=small>round {e(str(rnd))}</figcaption>"
-                            "</figure>"
-                        )
-                parts.append("</div>")
+    for name, d in summary["datasets"].items():
+        parts += _group_section(name, d)
+    parts += _maps_section(maps, maps_png)
     parts.append("<h2>Runs</h2>")
     body = [
         [
             r["dataset"],
+            run_unit(r),
             strategy_name(r),
             r["seed"],
             "yes" if r.get("_finished", True) else "NO",
             r.get("_path", ""),
         ]
         for r in sorted(
-            runs, key=lambda r: (str(r["dataset"]), strategy_name(r), _seed_key(r["seed"]))
+            runs,
+            key=lambda r: (
+                str(r["dataset"]),
+                run_unit(r),
+                strategy_name(r),
+                _seed_key(r["seed"]),
+            ),
         )
     ]
-    parts.append(_html_table(["dataset", "strategy", "seed", "finished", "results"], body))
+    parts.append(_html_table(["dataset", "unit", "strategy", "seed", "finished", "results"], body))
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

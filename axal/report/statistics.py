@@ -1,5 +1,9 @@
-"""Numbers behind the report: learning curves, normalised ALC, budget to reach, and the
-paired-by-seed statistics (Holm, t intervals, bootstrap, Wilcoxon)."""
+"""Numbers behind the report: learning curves on either budget axis, normalised ALC, budget
+to reach a target, and the paired-by-seed statistics (Holm, t intervals, bootstrap, Wilcoxon,
+minimum detectable difference).
+
+Pure functions of run dicts and arrays, so each number can be checked by hand in the tests.
+"""
 
 from __future__ import annotations
 
@@ -12,25 +16,90 @@ from scipy import stats
 
 N_BOOTSTRAP = 10_000
 BOOTSTRAP_SEED = 0
+UNITS = "n_labelled"  # budget axis: labelled units (images, or tiles)
+FRACTION = "labelled_fraction"  # budget axis: labelled pixels / pixels of the training pool
+BUDGET_AXES = (UNITS, FRACTION)
+
+
+# --------------------------------------------------------------------------------------------
+# Per-run readings (old runs lack the newer fields: unit=image, restarts 0, no pixel counts)
+# --------------------------------------------------------------------------------------------
+def run_unit(run: Mapping) -> str:
+    """The annotation unit of a run: ``image`` (also for runs recorded before units existed)."""
+    return str(run.get("unit") or "image")
+
+
+def round_fraction(record: Mapping, run: Mapping | None = None) -> float:
+    """Labelled-pixel fraction of a round: its ``labelled_fraction``, else pixels / pool pixels.
+
+    nan when the round predates pixel budgets, so callers can tell "unknown" from a value.
+    """
+    value = record.get("labelled_fraction")
+    if value is None and run is not None:
+        px, pool = record.get("labelled_pixels"), run.get("pool_pixels")
+        if px is not None and pool:
+            value = float(px) / float(pool)
+    if value is None:
+        return float("nan")
+    value = float(value)
+    return value if math.isfinite(value) else float("nan")
+
+
+def run_restarts(run: Mapping) -> tuple[int, int]:
+    """(restarts summed over rounds, rounds retrained at least once); (0, 0) for old runs."""
+    counts = [int(r.get("restarts") or 0) for r in run.get("rounds", [])]
+    return sum(counts), sum(c > 0 for c in counts)
 
 
 # --------------------------------------------------------------------------------------------
 # Curve metrics
 # --------------------------------------------------------------------------------------------
-def learning_curve(run: Mapping, metric: str = "dice") -> tuple[np.ndarray, np.ndarray]:
-    """(n_labelled, test metric) sorted by n_labelled; rounds without the metric are skipped."""
+def learning_curve(
+    run: Mapping, metric: str = "dice", budget: str = UNITS
+) -> tuple[np.ndarray, np.ndarray]:
+    """(budget, test metric) sorted by budget; rounds without either value are skipped.
+
+    ``budget`` is ``n_labelled`` (labelled units) or ``labelled_fraction`` (labelled pixels as
+    a fraction of the training pool's pixels, in [0, 1]).
+    """
+    if budget not in BUDGET_AXES:
+        raise ValueError(f"budget={budget!r} is not one of {BUDGET_AXES}")
     pts = []
     for r in run.get("rounds", []):
         value = (r.get("test") or {}).get(metric)
-        if value is None or r.get("n_labelled") is None:
+        if budget == UNITS:
+            x = float("nan") if r.get("n_labelled") is None else float(r["n_labelled"])
+        else:
+            x = round_fraction(r, run)
+        if value is None or not math.isfinite(x):
             continue
         value = float(value)
         if math.isfinite(value):
-            pts.append((float(r["n_labelled"]), value))
+            pts.append((x, value))
     pts.sort(key=lambda t: t[0])
     n = np.array([p[0] for p in pts], dtype=float)
     y = np.array([p[1] for p in pts], dtype=float)
     return n, y
+
+
+def interpolate_at(
+    x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, points: Iterable[float]
+) -> np.ndarray:
+    """Linear interpolation of a curve at ``points``; nan outside the curve's own range.
+
+    Tile runs reach different pixel fractions each round, so their seeds are compared at
+    common budget points; nothing is extrapolated beyond the budgets a run actually reached.
+    """
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    pts = np.asarray(list(points), dtype=float)
+    if x.size == 0:
+        return np.full(pts.shape, np.nan)
+    order = np.argsort(x, kind="stable")
+    x, y = x[order], y[order]
+    out = np.interp(pts, x, y)
+    out[(pts < x[0]) | (pts > x[-1])] = np.nan
+    return out
 
 
 def acquire_seconds(run: Mapping) -> float:
@@ -81,7 +150,10 @@ def area_under_curve(
 def labels_to_reach(
     n: Sequence[float] | np.ndarray, dice: Sequence[float] | np.ndarray, target: float
 ) -> float:
-    """Smallest n_labelled whose Dice >= target (no interpolation); nan if never reached."""
+    """Smallest budget whose Dice >= target (no interpolation); nan if never reached.
+
+    The budget is whatever ``n`` holds: labelled units, or a labelled-pixel fraction.
+    """
     n = np.asarray(n, dtype=float)
     y = np.asarray(dice, dtype=float)
     if not math.isfinite(target):
@@ -167,3 +239,27 @@ def _mean_std(values: Iterable[float]) -> tuple[float, float]:
     if v.size == 0:
         return float("nan"), float("nan")
     return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else float("nan")
+
+
+def mde_paired(
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
+    alpha: float = 0.05,
+    power: float = 0.8,
+) -> float:
+    """Minimum detectable mean difference of a paired comparison (two-sided, paired t).
+
+    ``(t_{1-alpha/2, n-1} + t_{power, n-1}) * sd(a - b) / sqrt(n)`` over the pairs where both
+    are finite: a true difference smaller than this is likely missed with these seeds, so a
+    non-significant p says "no difference larger than the MDE", not "no difference".
+    nan with fewer than 2 pairs.
+    """
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+    ok = np.isfinite(a) & np.isfinite(b)
+    d = a[ok] - b[ok]
+    n = d.size
+    if n < 2:
+        return float("nan")
+    t_sum = stats.t.ppf(1 - alpha / 2, n - 1) + stats.t.ppf(power, n - 1)
+    return float(t_sum * d.std(ddof=1) / math.sqrt(n))
