@@ -151,7 +151,8 @@ def write_report(
     atomic_write(out / "learning_curves.svg", _fig_bytes(fig, "svg"))
     maps = _uncertainty_entries(runs)
     maps_fig = uncertainty_figure(maps) if maps else None
-    maps_png = _fig_bytes(maps_fig, "png") if maps_fig is not None else None
+    # the thumbnails are a preview (every map is also inlined full size): keep the file light
+    maps_png = _fig_bytes(maps_fig, "png", dpi=90) if maps_fig is not None else None
     if maps_png:
         atomic_write(out / "uncertainty_maps.png", maps_png)
 

@@ -250,7 +250,7 @@ def uncertainty_figure(entries: dict[str, dict[str, dict]]):
 _uncertainty_figure = uncertainty_figure  # the name before the report was split
 
 
-def _fig_bytes(fig, fmt: str) -> bytes:
+def _fig_bytes(fig: Any, fmt: str, dpi: int = 120) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format=fmt, dpi=120)
+    fig.savefig(buf, format=fmt, dpi=dpi)
     return buf.getvalue()

@@ -438,7 +438,7 @@ def _per_subject(
                     v = (vals or {}).get(metric)
                     if v is not None and math.isfinite(float(v)):
                         table.setdefault(str(subject), {}).setdefault(name, []).append(float(v))
-        if table:
+        if any(name != FULL_ROW for cols in table.values() for name in cols):
             out[metric] = {
                 subj: {name: _cell(v) for name, v in cols.items()}
                 for subj, cols in sorted(table.items())

@@ -135,7 +135,7 @@ def _fmt_cell(cell: dict | None, n_seeds: int | None = None) -> str:
 
 def _fmt_restarts(block: dict) -> str:
     total, rounds = block.get("total", 0), block.get("rounds", 0)
-    return f"{total} ({rounds} rounds)" if total else "0"
+    return f"{total} ({rounds} round{'' if rounds == 1 else 's'})" if total else "0"
 
 
 def _csv_budget(label: str) -> str:
