@@ -152,7 +152,7 @@ def _is_tile(d: dict) -> bool:
 
 def _range_label(d: dict) -> str:
     lo, hi = (_fmt_budget(v, d.get("budget_axis", UNITS)) for v in d["alc_range"])
-    return f"[{lo}, {hi}]"
+    return f"[{lo}, {hi}]" if lo and hi else "(no common range)"
 
 
 def _show_pixels(d: dict) -> bool:
