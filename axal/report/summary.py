@@ -168,7 +168,7 @@ def _split_full(
         for key, g in groups.items()
     }
     full: dict[str, dict[Any, dict]] = {}
-    notes: dict[str, list[str]] = {}
+    notes: list[str] = []
     borrowed: set[str] = set()
     for key in groups:
         if key in own_full:
@@ -178,18 +178,15 @@ def _split_full(
         if donors and strategies[key]:
             full[key] = own_full[donors[0]]
             borrowed.add(donors[0])
-            notes.setdefault(key, []).append(
-                f"full-data reference taken from the {donors[0]} runs (no full-data run of "
-                "this unit)"
+            notes.append(
+                f"{key}: full-data reference taken from the {donors[0]} runs (no full-data "
+                "run of this unit)"
             )
-    out_notes = []
-    for key in list(groups):
-        if not strategies[key] and key in borrowed:
+    for key in borrowed:
+        if not strategies[key]:  # only the reference, already shown where it was borrowed
             del strategies[key]
-            full.pop(key, None)
-    for key, ns in notes.items():
-        out_notes += [f"{key}: {n}" for n in ns]
-    return strategies, full, out_notes
+            del full[key]
+    return strategies, full, notes
 
 
 def _baseline_name(strategies: Mapping[str, Mapping[Any, dict]]) -> str | None:
