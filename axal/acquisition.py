@@ -175,6 +175,7 @@ class Strategy:
     """Base: a per-pixel map, reduced per image, then sampled. Subclasses define ``pixel_map``."""
 
     name = "strategy"
+    measure = "uncertainty"  # what pixel_map shows, named on the uncertainty figures
     needs_mc = True  # run the MC engine on every pool image
     needs_features = False  # select() needs pooled features (and the labelled set's)
 
@@ -233,6 +234,7 @@ class Random(Strategy):
     """Uniform random baseline: no scoring pass at all."""
 
     name = "random"
+    measure = "none (random picks)"
     needs_mc = False
 
     def __init__(self, name: str | None = None, **_: object) -> None:
@@ -274,10 +276,13 @@ class MCDropout(Strategy):
     """The paper's score: MC variance of the foreground probability (C>2: summed over classes)."""
 
     name = "mc_dropout"
+    measure = "MC-dropout variance of p(foreground) (summed over classes if C > 2)"
 
     def __init__(self, apply_edt: bool = False, **kw) -> None:
         super().__init__(**kw)
         self.apply_edt = bool(apply_edt)
+        if self.apply_edt:
+            self.measure = f"{type(self).measure} x edge-distance weight"
 
     def pixel_map(self, stats: PixelStats) -> torch.Tensor:
         var = stats.var[1] if stats.var.shape[0] == 2 else stats.var.sum(0)
@@ -291,6 +296,7 @@ class Entropy(Strategy):
     """Predictive entropy of the mean probability (total uncertainty, aleatoric included)."""
 
     name = "entropy"
+    measure = "predictive entropy (nats)"
 
     def pixel_map(self, stats: PixelStats) -> torch.Tensor:
         return stats.entropy
@@ -300,6 +306,7 @@ class BALD(Strategy):
     """Mutual information between prediction and weights: disagreement between MC samples."""
 
     name = "bald"
+    measure = "BALD (mutual information, nats)"
 
     def pixel_map(self, stats: PixelStats) -> torch.Tensor:
         return stats.mutual_info
@@ -309,6 +316,7 @@ class Margin(Strategy):
     """1 - (top1 - top2) of the mean probabilities: small margins = near the decision boundary."""
 
     name = "margin"
+    measure = "1 - margin of the top-2 mean probabilities"
 
     def pixel_map(self, stats: PixelStats) -> torch.Tensor:
         top2 = stats.mean.topk(2, dim=0).values
@@ -340,6 +348,7 @@ class Coreset(Strategy):
     """
 
     name = "coreset"
+    measure = "BALD (mutual information, nats; shown only: coreset picks by features)"
     needs_mc = False
     needs_features = True
 
@@ -370,6 +379,7 @@ class Hybrid(Strategy):
         base_kw = {k: v for k, v in kw.items() if k != "name"}
         super().__init__(**kw)
         self.base = _BASES[base](**base_kw)
+        self.measure = self.base.measure
         self.prefilter = prefilter
 
     def pixel_map(self, stats: PixelStats) -> torch.Tensor:

@@ -116,9 +116,14 @@ class AcquisitionCallback(L.Callback):
         self.scores = {i: float(v) for i, v in scores.items() if np.isfinite(v)}
         picked = list(dict.fromkeys(dm.units[u].image for u in selected))
         self._picked_images = set(picked)
-        self.maps = self._save_maps(dm, kept, picked + [i for i in fixed if i not in picked])
+        self.maps = self._save_maps(
+            dm,
+            kept,
+            picked + [i for i in fixed if i not in picked],
+            n_classes=int(getattr(pl_module.hparams, "n_classes", 2)),
+        )
 
-    def _save_maps(self, dm: Any, kept: dict, ids: list[str]) -> list[str]:
+    def _save_maps(self, dm: Any, kept: dict, ids: list[str], n_classes: int = 2) -> list[str]:
         """PNG of image, prediction and uncertainty for the picks and the fixed pool images."""
         if self.maps_dir is None or not kept:
             return []
@@ -131,9 +136,17 @@ class AcquisitionCallback(L.Callback):
             image = _shrink(torch.from_numpy(dm.images[i]))
             role = "picked" if i in self._picked_images else "fixed"
             path = self.maps_dir / f"round-{self.round:02d}_{role}_{i}.png"
-            title = (
-                f"round {self.round} | {role} | {i} | score {self.scores.get(i, float('nan')):.4g}"
+            score = max((v for u, v in self.scores.items() if dm.units[u].image == i), default=None)
+            shown = "" if score is None else f" | score {score:.4g}"
+            title = f"round {self.round} | {role} | {i}{shown}"
+            save_uncertainty_png(
+                path,
+                image,
+                prediction,
+                uncertainty,
+                title=title,
+                measure=getattr(self.strategy, "measure", self.strategy.name),
+                n_classes=n_classes,
             )
-            save_uncertainty_png(path, image, prediction, uncertainty, title=title)
             paths.append(str(path))
         return paths

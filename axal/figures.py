@@ -1,13 +1,36 @@
-"""Uncertainty figures: image, prediction and uncertainty heatmap side by side (paper figs 7-8)."""
+"""Uncertainty figures: image, prediction and uncertainty heatmap side by side (paper figs 7-8).
+
+A figure must read the same whatever it shows: the prediction panel uses one fixed colour per
+class (a map that is all myelin and one that is all background look different), and the
+uncertainty panel starts at 0 and names its measure, so a colour means a value.
+"""
 
 from __future__ import annotations
 
 import io
+import textwrap
 from pathlib import Path
 
 import numpy as np
 
 from axal.atomic import atomic_write
+
+CLASS_NAMES = ("background", "myelin", "axon")
+CLASS_COLOURS = ("#2b1d4e", "#f2d338", "#2aa198")  # dark / yellow / teal: distinct in grey too
+
+
+def class_colours(n_classes: int) -> tuple[list[str], list[str]]:
+    """(names, colours) of the classes 0..n-1; beyond the three known ones, tab10 colours."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    names, colours = [], []
+    for k in range(n_classes):
+        names.append(CLASS_NAMES[k] if k < len(CLASS_NAMES) else f"class {k}")
+        colours.append(
+            CLASS_COLOURS[k] if k < len(CLASS_COLOURS) else to_hex(colormaps["tab10"](k % 10))
+        )
+    return names, colours
 
 
 def save_uncertainty_png(
@@ -16,34 +39,68 @@ def save_uncertainty_png(
     prediction: np.ndarray,
     uncertainty: np.ndarray,
     title: str = "",
+    *,
+    measure: str = "uncertainty",
+    n_classes: int = 2,
+    vmax: float | None = None,
 ) -> Path:
     """Write a 1x3 PNG; uses matplotlib's object API so the caller's backend is untouched.
 
     ``prediction`` is the class map (argmax of the MC mean), ``uncertainty`` the strategy's
-    per-pixel map; both 2-D, possibly downsampled copies.
+    per-pixel map; both 2-D, possibly downsampled copies. ``measure`` names the uncertainty
+    (the strategy's ``measure``, e.g. "BALD (mutual information, nats)"); ``n_classes`` fixes
+    the prediction's colours (class k is always the same colour); the uncertainty colour
+    scale runs from 0 to ``vmax`` (default: the map's maximum), shown on the colour bar.
     """
+    from matplotlib.colors import ListedColormap
     from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
 
     for name, data in (("prediction", prediction), ("uncertainty", uncertainty)):
         if np.ndim(data) != 2:
             raise ValueError(f"{name} map must be 2-D, got shape {np.shape(data)}")
+    if n_classes < 2:
+        raise ValueError(f"n_classes={n_classes} must be >= 2")
 
-    fig = Figure(figsize=(9, 3.3), dpi=80)
+    unc = np.asarray(uncertainty, dtype=np.float32)
+    finite = unc[np.isfinite(unc)]
+    top = float(vmax) if vmax is not None else (float(finite.max()) if finite.size else 1.0)
+    top = top if top > 0 else 1.0  # an all-zero map stays at the bottom of the scale
+
+    fig = Figure(figsize=(9.6, 3.9), dpi=80, layout="constrained")
     axes = fig.subplots(1, 3)
-    panels = [
-        (image, "image", "gray", None),
-        (prediction, "prediction", "viridis", None),
-        (uncertainty, "uncertainty", "inferno", None),
-    ]
-    for ax, (data, name, cmap, _) in zip(axes, panels):
-        shown = ax.imshow(np.asarray(data, dtype=np.float32), cmap=cmap)
-        ax.set_title(name, fontsize=9)
-        ax.axis("off")
-        if name == "uncertainty":
-            fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
+    axes[0].imshow(np.asarray(image, dtype=np.float32), cmap="gray")
+    axes[0].set_title("image", fontsize=9)
+
+    names, colours = class_colours(n_classes)
+    axes[1].imshow(
+        np.asarray(prediction, dtype=np.float32),
+        cmap=ListedColormap(colours),
+        vmin=-0.5,
+        vmax=n_classes - 0.5,
+        interpolation="nearest",
+    )
+    axes[1].set_title("prediction (MC mean, argmax)", fontsize=9)
+    axes[1].legend(
+        handles=[Patch(facecolor=c, edgecolor="0.5", label=n) for n, c in zip(names, colours)],
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.02),
+        ncol=n_classes,
+        fontsize=7,
+        frameon=False,
+        handlelength=1.0,
+        columnspacing=0.8,
+    )
+
+    shown = axes[2].imshow(unc, cmap="inferno", vmin=0.0, vmax=top)
+    axes[2].set_title("\n".join(textwrap.wrap(measure, 34)), fontsize=8)
+    bar = fig.colorbar(shown, ax=axes[2], fraction=0.046, pad=0.04)
+    bar.ax.tick_params(labelsize=7)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
     if title:
         fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     path = Path(path)

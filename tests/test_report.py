@@ -412,3 +412,336 @@ def test_edge_cases_no_baseline_empty_curves_and_label_baseline(tmp_path):
     assert z["strategies"]["entropy"]["saving_95"] == pytest.approx(1 - 9 / 15)
     assert "only 1 paired seed" in z["strategies"]["entropy"]["stats"]["note"]
     assert (tmp_path / "report.html").exists()
+
+
+# ------------------------------------------------------------------------------------------
+# Pixel budgets, full-data reference, MDE, subjects, restarts, figures
+# ------------------------------------------------------------------------------------------
+POOL_PIXELS = 1_000_000
+FRACTIONS = [0.01, 0.03, 0.06, 0.12, 0.24]
+
+
+def tile_dice(f: float, seed: int, strategy: str) -> float:
+    """Linear in the pixel fraction, so ALC and interpolated cells are known in closed form."""
+    slope = 1.0 if strategy == "random" else 1.5
+    return 0.5 + slope * f + 0.001 * seed
+
+
+def make_tile_run(strategy: str, seed: int) -> dict:
+    """A tile study whose unit counts (n_labelled) disagree with its pixel fractions."""
+    # each seed's rounds land on slightly different fractions: seed 1 starts and ends later
+    fracs = [f + 0.002 * seed for f in FRACTIONS]
+    rounds = []
+    for r, f in enumerate(fracs):
+        rounds.append(
+            {
+                "round": r,
+                "n_labelled": 10 * (r + 1) ** 2,  # not proportional to the fraction
+                "labelled": [f"img{i}@0,0,64,64" for i in range(r + 1)],
+                "selected": [] if r == len(fracs) - 1 else [f"img{r + 1}@0,0,64,64"],
+                "scores": {},
+                "steps": 100,
+                "restarts": 0,
+                "labelled_pixels": int(round(f * POOL_PIXELS)),
+                "labelled_fraction": f,
+                "test": {"dice": tile_dice(f, seed, strategy)},
+                "acquire_seconds": 0.1,
+            }
+        )
+    return {
+        "dataset": "tem",
+        "task": "myelin",
+        "strategy": strategy,
+        "seed": seed,
+        "unit": "tile",
+        "tile_size": 64,
+        "pool_pixels": POOL_PIXELS,
+        "fold": None,
+        "rounds": rounds,
+        "finished": True,
+    }
+
+
+def make_full_run(seed: int, dice: float, dataset: str = "tem", per_subject=None) -> dict:
+    test = {"dice": dice}
+    if per_subject is not None:
+        test["per_subject"] = per_subject
+    return {
+        "dataset": dataset,
+        "task": "myelin",
+        "strategy": "full",
+        "seed": seed,
+        "unit": "image",
+        "pool_pixels": POOL_PIXELS,
+        "rounds": [
+            {
+                "round": 0,
+                "n_labelled": INITIAL + POOL,
+                "labelled": [],
+                "selected": [],
+                "scores": {},
+                "steps": 100,
+                "restarts": 0,
+                "labelled_pixels": POOL_PIXELS,
+                "labelled_fraction": 1.0,
+                "test": test,
+            }
+        ],
+        "finished": True,
+    }
+
+
+def test_tile_runs_use_the_pixel_fraction_and_never_mix_with_images(tmp_path):
+    runs = [make_tile_run(st, s) for st in ("random", "bald") for s in (0, 1, 2)]
+    runs += [make_run("tem", "random", s, random_dice, 15) for s in (0, 1)]  # an image study
+    summary = write_report(runs, tmp_path)
+    assert set(summary["datasets"]) == {"tem", "tem/tile"}
+    image, tile = summary["datasets"]["tem"], summary["datasets"]["tem/tile"]
+    assert list(image["strategies"]) == ["random"] and image["budget_axis"] == "n_labelled"
+    assert tile["unit"] == "tile" and tile["budget_axis"] == "labelled_fraction"
+    # common range: the latest first fraction (seed 2) to the earliest last one (seed 0)
+    lo, hi = 0.01 + 0.004, 0.24
+    assert tile["alc_range"] == pytest.approx([lo, hi])
+    st = tile["strategies"]
+    for seed in (0, 1, 2):  # linear in f: normalised ALC = value at the range's midpoint
+        for name in ("random", "bald"):
+            expected = tile_dice((lo + hi) / 2, seed, name)
+            assert st[name]["alc"]["per_seed"][str(seed)] == pytest.approx(expected)
+    # table columns: fixed pixel budgets inside the runs' range, interpolated per seed
+    assert tile["budgets"] == ["1%", "2%", "5%", "10%", "20%"]
+    assert st["bald"]["dice_by_budget"]["1%"]["n"] == 1  # only seed 0's curve starts at 1%
+    cell = st["bald"]["dice_by_budget"]["5%"]
+    assert cell["n"] == 3
+    assert cell["mean"] == pytest.approx(np.mean([tile_dice(0.05, s, "bald") for s in (0, 1, 2)]))
+    # budget to 95% of the fallback (random's last Dice) is a fraction, not a unit count
+    l95 = st["bald"]["labels_to_95"]["per_seed"]["0"]
+    assert 0 < l95 <= 0.24
+    assert st["bald"]["budget_fraction_to_95"]["per_seed"]["0"] == pytest.approx(l95)
+    assert "of pool pixels" in tile["full_data"]["note"]
+    md = (tmp_path / "table.md").read_text()
+    assert "Dice @5%" in md and "budget to 95%" in md and "## tem\n" in md
+    with open(tmp_path / "summary.csv", newline="") as fh:
+        rows = {(r["unit"], r["strategy"]): r for r in csv.DictReader(fh)}
+    assert rows[("tile", "bald")]["dataset"] == "tem"
+    assert float(rows[("tile", "bald")]["budget_fraction_to_95_mean"]) == pytest.approx(
+        st["bald"]["budget_fraction_to_95"]["mean"]
+    )
+    assert rows[("image", "random")]["budget_fraction_to_95_mean"] == ""  # old runs: no pixels
+    # the figure plots the tile study against the labelled-pixel percentage
+    fig = report.learning_curve_figure(summary)
+    ax = next(a for a in fig.axes if a.get_title().startswith("tem/tile"))
+    assert ax.get_xlabel() == "labelled pixels (% of pool)"
+    curves = [ln for ln in ax.get_lines() if ln.get_label().startswith(("random (", "bald ("))]
+    assert len(curves) == 2
+    xs = np.concatenate([ln.get_xdata() for ln in curves])
+    assert xs.min() == pytest.approx(100 * lo) and xs.max() == pytest.approx(100 * hi)
+
+
+def test_full_data_reference_sets_targets_and_is_no_strategy(tmp_path):
+    runs = []
+    for seed in SEEDS:
+        runs.append(make_run("tem", "random", seed, random_dice, 15))  # exhausts the pool
+        runs.append(make_run("tem", "uncertainty", seed, uncertainty_dice, 12))
+        if seed != 4:  # seed 4 lacks a reference run: the mean over seeds 0-3 is used
+            runs.append(make_full_run(seed, 0.75 + 0.001 * seed))
+    summary = write_report(runs, tmp_path)
+    tem = summary["datasets"]["tem"]
+    full = tem["full_data"]
+    assert full["source"] == "full_runs"
+    for seed in (0, 1, 2, 3):
+        assert full["per_seed"][str(seed)] == pytest.approx(0.75 + 0.001 * seed)
+    assert full["per_seed"]["4"] == pytest.approx(0.7515)
+    assert "no full-data run for seed(s) 4" in full["note"]
+    assert full["reference"]["n_seeds"] == 4
+    st = tem["strategies"]
+    assert list(st) == ["random", "uncertainty"]  # the reference is not a strategy
+    # random labelled the whole pool (Dice 0.74 + 0.001 s at n=15), but the reference, not
+    # that last point, is the target: 100% of 0.75 + 0.001 s is never reached (censored)
+    assert st["random"]["labels_to_100"]["n_censored"] == 5
+    assert st["random"]["labels_to_95"]["per_seed"] == {str(s): 15 for s in SEEDS}
+    assert st["uncertainty"]["labels_to_95"]["per_seed"] == {
+        "0": 9, "1": 9, "2": 9, "3": 6, "4": 6,
+    }  # fmt: skip
+    # paired tests: one strategy against random, Holm over one test, no 'full' anywhere
+    p = st["uncertainty"]["stats"]["wilcoxon_p"]
+    assert st["uncertainty"]["stats"]["p_holm"] == pytest.approx(p)
+    assert any("across 1 strategy" in n for n in tem["notes"])
+    with open(tmp_path / "summary.csv", newline="") as fh:
+        assert [r["strategy"] for r in csv.DictReader(fh)] == ["random", "uncertainty"]
+    head, body = report.main_table(tem)
+    assert body[-1][0] == "full data" and "Dice, full data" in head
+    assert body[-1][head.index("Dice, full data")] == "0.752 ± 0.001"
+    assert "| full data | 4 |" in (tmp_path / "table.md").read_text()
+    fig = report.learning_curve_figure(summary)
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert "full data (n=4 seeds)" in labels and not any(lb.startswith("full (") for lb in labels)
+
+
+def test_without_full_runs_the_old_fallback_stays(sweep):
+    _, summary = sweep
+    full = summary["datasets"]["tem"]["full_data"]
+    assert full["source"] == "full_pool" and full["reference"] is None
+
+
+def test_mde_alc_matches_hand_computation(sweep, tmp_path):
+    # d = [0.01, 0.03, 0.02]: sd 0.01, n 3 -> (t(.975, 2) + t(.8, 2)) * 0.01 / sqrt(3)
+    assert report.mde_paired([0.51, 0.53, 0.52], [0.5, 0.5, 0.5]) == pytest.approx(
+        (4.302653 + 1.060660) * 0.01 / math.sqrt(3), rel=1e-5
+    )
+    assert math.isnan(report.mde_paired([0.5], [0.4]))
+    root, summary = sweep
+    st = summary["datasets"]["tem"]["strategies"]
+    d = [
+        st["uncertainty"]["alc"]["per_seed"][str(s)] - st["random"]["alc"]["per_seed"][str(s)]
+        for s in SEEDS
+    ]
+    n = len(d)
+    expected = (
+        (stats.t.ppf(0.975, n - 1) + stats.t.ppf(0.8, n - 1)) * np.std(d, ddof=1) / math.sqrt(n)
+    )
+    assert st["uncertainty"]["mde_alc"] == pytest.approx(expected)
+    assert st["uncertainty"]["stats"]["mde_alc"] == pytest.approx(expected)
+    assert "mde_alc" not in st["random"]
+    write_report(root, tmp_path)
+    with open(tmp_path / "summary.csv", newline="") as fh:
+        rows = {r["strategy"]: r for r in csv.DictReader(fh)}
+    assert float(rows["uncertainty"]["mde_alc"]) == pytest.approx(expected)
+    assert rows["random"]["mde_alc"] == ""
+    assert "MDE (ALC)" in (tmp_path / "table.md").read_text()
+
+
+def _with_subjects(run: dict, axon: bool = False) -> dict:
+    """Seed s tests subjects A and B (even s) or B and C (odd s); A is 0.1 above the Dice."""
+    subjects = ("A", "B") if run["seed"] % 2 == 0 else ("B", "C")
+    offset = {"A": 0.1, "B": 0.0, "C": -0.1}
+    for r in run["rounds"]:
+        d = r["test"]["dice"]
+        r["test"]["per_subject"] = {
+            s: {
+                "dice": d + offset[s],
+                "dice_myelin": d + offset[s],
+                "dice_axon": (d + offset[s] - 0.2) if axon else None,
+            }
+            for s in subjects
+        }
+        if axon:
+            r["test"]["dice_axon"] = d - 0.2
+    if axon:
+        run["task"] = "axonmyelin"
+    return run
+
+
+def test_dice_per_test_subject_and_per_class(tmp_path):
+    runs = []
+    for seed in range(4):
+        runs.append(_with_subjects(make_run("tem", "random", seed, random_dice, 15), True))
+        runs.append(_with_subjects(make_run("tem", "bald", seed, bald_dice, 12), True))
+    summary = write_report(runs, tmp_path)
+    tem = summary["datasets"]["tem"]
+    assert tem["alc_range"] == [3, 12]
+    per = tem["per_subject"]["dice"]
+    assert sorted(per) == ["A", "B", "C"]
+    # random ran to n=15, but the table reads each run at the end of the common range (n=12)
+    a = per["A"]["random"]
+    assert a["n"] == 2 and a["mean"] == pytest.approx(
+        np.mean([random_dice(12, s) + 0.1 for s in (0, 2)])
+    )
+    assert per["B"]["bald"]["n"] == 4
+    assert per["C"]["bald"]["mean"] == pytest.approx(
+        np.mean([bald_dice(12, s) - 0.1 for s in (1, 3)])
+    )
+    assert "dice_axon" in tem["per_subject"] and "dice_myelin" in tem["per_subject"]
+    md = (tmp_path / "table.md").read_text()
+    assert "Dice per test subject:" in md and "axon Dice per test subject:" in md
+    assert f"| A | {a['mean']:.3f} ± " in md and "(n=2)" in md
+    # per-class Dice at the end of the common range in the main table
+    head, body = report.main_table(tem)
+    col = head.index("axon Dice @n=12")
+    expected = np.mean([random_dice(12, s) - 0.2 for s in range(4)])
+    assert body[0][col].startswith(f"{expected:.3f} ± ")
+    assert "Dice per test subject" in (tmp_path / "report.html").read_text()
+
+
+def test_restarts_are_counted_per_strategy(tmp_path):
+    runs = [make_run("tem", st, s, random_dice, 12) for st in ("random", "bald") for s in (0, 1)]
+    runs[0]["rounds"][1]["restarts"] = 2  # random seed 0
+    runs[1]["rounds"][2]["restarts"] = 1  # random seed 1
+    summary = write_report(runs, tmp_path)
+    tem = summary["datasets"]["tem"]
+    assert tem["strategies"]["random"]["restarts"] == {"total": 3, "rounds": 2}
+    assert tem["strategies"]["bald"]["restarts"] == {"total": 0, "rounds": 0}  # no field: 0
+    assert tem["restarts_total"] == 3
+    with open(tmp_path / "summary.csv", newline="") as fh:
+        rows = {r["strategy"]: r for r in csv.DictReader(fh)}
+    assert rows["random"]["restarts"] == "3" and rows["bald"]["restarts"] == "0"
+    md = (tmp_path / "table.md").read_text()
+    assert "| 3 (2 rounds) |" in md and "3 restart(s) in this group" in md
+
+
+def test_units_axis_has_integer_ticks(tmp_path):
+    runs = [make_run("tem", "random", s, random_dice, 4) for s in (0, 1)]
+    for run in runs:  # budgets 1 and 2: matplotlib's default ticks would be 1.0, 1.2, ...
+        for r in run["rounds"]:
+            r["n_labelled"] -= 2
+        run["rounds"].append({**run["rounds"][0], "round": 1, "n_labelled": 2})
+    summary = summarize(runs)
+    ax = report.learning_curve_figure(summary).axes[0]
+    lo, hi = ax.get_xlim()
+    ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+    assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks)
+    assert ax.get_xlabel() == "labelled images"
+
+
+def _png(path: Path) -> np.ndarray:
+    from matplotlib.image import imread
+
+    return imread(path)
+
+
+def test_uniform_predictions_render_in_their_class_colour(tmp_path):
+    from axal.figures import save_uncertainty_png
+
+    image = np.linspace(0, 1, 32 * 32).reshape(32, 32)
+    unc = np.zeros((32, 32))
+    kw = {"measure": "BALD (mutual information, nats)", "n_classes": 2}
+    myelin = save_uncertainty_png(tmp_path / "m.png", image, np.ones((32, 32)), unc, "x", **kw)
+    back = save_uncertainty_png(tmp_path / "b.png", image, np.zeros((32, 32)), unc, "x", **kw)
+    a, b = _png(myelin), _png(back)
+    assert a.shape == b.shape
+    h, w = a.shape[:2]
+    centre = (h // 2, w // 2)  # the middle of the prediction panel
+    assert not np.allclose(a[centre], b[centre])
+    # three classes: background and axon differ too, and myelin keeps its colour
+    axon = save_uncertainty_png(
+        tmp_path / "a.png", image, np.full((32, 32), 2), unc, "x", measure="m", n_classes=3
+    )
+    myelin3 = save_uncertainty_png(
+        tmp_path / "m3.png", image, np.ones((32, 32)), unc, "x", measure="m", n_classes=3
+    )
+    assert not np.allclose(_png(axon)[centre], b[centre])
+    np.testing.assert_allclose(_png(myelin3)[centre], a[centre])
+
+
+def test_maps_name_their_measure_image_and_role(tmp_path, monkeypatch):
+    from axal import callbacks
+    from axal.acquisition import BALD, Hybrid, MCDropout
+
+    seen = {}
+    monkeypatch.setattr(callbacks, "save_uncertainty_png", lambda *a, **k: seen.update(k))
+    cb = callbacks.AcquisitionCallback(BALD(), 1, 2, 0, 3, maps_dir=tmp_path)
+    cb.selected = ["img@0,0,8,8"]
+    dm = type("DM", (), {"images": {"img@0,0,8,8": np.zeros((8, 8), dtype=np.float32)}})()
+    kept = {"img@0,0,8,8": (np.zeros((8, 8)), np.zeros((8, 8)))}
+    (path,) = cb._save_maps(dm, kept, ["img@0,0,8,8"], n_classes=3)
+    assert seen["measure"] == "BALD (mutual information, nats)" and seen["n_classes"] == 3
+    assert "picked" in seen["title"] and "img@0,0,8,8" in seen["title"]
+    assert report.figures.map_caption(path) == ("picked", "img@0,0,8,8")
+    # old runs: the measure comes from the strategy in their config
+    old = {"config": {"strategy": {"_target_": "axal.acquisition.BALD", "name": "bald_power"}}}
+    assert report.measure_name(old) == BALD.measure
+    hybrid = {"config": {"strategy": {"_target_": "axal.acquisition.Hybrid", "base": "entropy"}}}
+    assert report.measure_name(hybrid) == Hybrid(base="entropy").measure
+    assert "edge" in MCDropout(apply_edt=True).measure
+    assert report.measure_name({"config": {"strategy": {"_target_": "os.system"}}}) == (
+        "uncertainty"
+    )
