@@ -259,10 +259,10 @@ class Full(Random):
 def edt_weight(prediction: np.ndarray | torch.Tensor) -> np.ndarray:
     """Range-normalised distance of each pixel to the predicted foreground boundary, in [0, 1].
 
-    The paper's ``apply_edt``: uncertainty right at object edges is expected (annotators
-    disagree there too), so pixels far from any predicted edge weigh more. The distance is the
-    EDT of the foreground mask plus that of its complement (each pixel's distance to the other
-    side), min-max normalised; a mask without any edge gives uniform weight 1.
+    A symmetric reading of the paper's ``apply_edt``: uncertainty right at object edges is
+    expected (annotators disagree there too), so pixels far from any predicted edge weigh more.
+    The distance is the EDT of the foreground mask plus that of its complement (each pixel's
+    distance to the other side), min-max normalised; a mask without any edge gives weight 1.
     """
     fg = np.asarray(prediction.cpu() if torch.is_tensor(prediction) else prediction) > 0
     if fg.all() or not fg.any():
@@ -272,24 +272,68 @@ def edt_weight(prediction: np.ndarray | torch.Tensor) -> np.ndarray:
     return (dist - lo) / (hi - lo) if hi > lo else np.ones(fg.shape, dtype=np.float64)
 
 
+def paper_edt_weight(last_probability: np.ndarray | torch.Tensor) -> np.ndarray:
+    """The paper's final code: one-sided and from the last MC sample's raw probability.
+
+    Zero on the pixels that sample calls myelin (p > 0.5), growing with the distance into the
+    background, divided by its maximum; a sample without myelin gives weight 1 everywhere.
+    """
+    p = last_probability.cpu().numpy() if torch.is_tensor(last_probability) else last_probability
+    fg = np.asarray(p) > 0.5
+    if not fg.any():
+        return np.ones(fg.shape, dtype=np.float64)
+    dist = ndimage.distance_transform_edt(~fg)
+    hi = float(dist.max())
+    return dist / hi if hi > 0 else np.zeros(fg.shape, dtype=np.float64)
+
+
+UNCERTAINTIES = ("var", "std")
+EDTS = ("none", "symmetric", "paper")
+
+
 class MCDropout(Strategy):
-    """The paper's score: MC variance of the foreground probability (C>2: summed over classes)."""
+    """The paper's score: the MC spread of p(foreground), summed over the image.
+
+    ``uncertainty``: ``std`` is the paper's text (the per-pixel standard deviation), ``var`` its
+    square. ``edt``: ``symmetric`` weighs by :func:`edt_weight` of the mean prediction,
+    ``paper`` by :func:`paper_edt_weight` of the last sample (the paper's final code);
+    ``apply_edt=true`` is the older name of ``symmetric``. ``mc_samples`` (e.g. 5, the paper's
+    code) overrides ``al.mc_samples`` for this strategy.
+    """
 
     name = "mc_dropout"
-    measure = "MC-dropout variance of p(foreground) (summed over classes if C > 2)"
 
-    def __init__(self, apply_edt: bool = False, **kw) -> None:
+    def __init__(
+        self,
+        apply_edt: bool = False,
+        uncertainty: str = "var",
+        edt: str = "none",
+        mc_samples: int | None = None,
+        **kw,
+    ) -> None:
         super().__init__(**kw)
-        self.apply_edt = bool(apply_edt)
-        if self.apply_edt:
-            self.measure = f"{type(self).measure} x edge-distance weight"
+        if uncertainty not in UNCERTAINTIES:
+            raise ValueError(f"strategy.uncertainty={uncertainty!r} is not one of {UNCERTAINTIES}")
+        if edt not in EDTS:
+            raise ValueError(f"strategy.edt={edt!r} is not one of {EDTS}")
+        self.uncertainty = uncertainty
+        self.edt = "symmetric" if apply_edt and edt == "none" else edt
+        self.mc_samples = mc_samples
+        what = "standard deviation" if uncertainty == "std" else "variance"
+        self.measure = f"MC-dropout {what} of p(foreground) (summed over classes if C > 2)"
+        if self.edt != "none":
+            self.measure += f" x {self.edt} edge-distance weight"
 
     def pixel_map(self, stats: PixelStats) -> torch.Tensor:
-        var = stats.var[1] if stats.var.shape[0] == 2 else stats.var.sum(0)
-        if self.apply_edt:
-            w = torch.from_numpy(edt_weight(stats.prediction)).to(var.dtype)
-            var = var * w
-        return var
+        spread = stats.var.sqrt() if self.uncertainty == "std" else stats.var
+        out = spread[1] if spread.shape[0] == 2 else spread.sum(0)
+        if self.edt == "symmetric":
+            out = out * torch.from_numpy(edt_weight(stats.prediction)).to(out.dtype)
+        elif self.edt == "paper":
+            if stats.last is None:
+                raise ValueError("strategy.edt=paper needs the last MC sample's probability")
+            out = out * torch.from_numpy(paper_edt_weight(stats.last)).to(out.dtype)
+        return out
 
 
 class Entropy(Strategy):
@@ -481,7 +525,7 @@ def acquire(
             stats = mc_dropout_stats(
                 net,
                 images[i],
-                T=mc_samples,
+                T=getattr(strategy, "mc_samples", None) or mc_samples,
                 sample_chunk=sample_chunk,
                 seed=image_seed(seed, i),
                 regions=regions,

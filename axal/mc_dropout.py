@@ -153,6 +153,7 @@ class PixelStats:
     features: np.ndarray  # (D,) float32, see above
     n_samples: int
     region_features: np.ndarray | None = None  # (R, D) the same, pooled in each given region
+    last: torch.Tensor | None = None  # (H, W) p(foreground) of the last MC sample alone
 
     @property
     def prediction(self) -> torch.Tensor:
@@ -179,6 +180,7 @@ class StreamingMoments:
         self.s1: torch.Tensor | None = None
         self.s2: torch.Tensor | None = None
         self.sh: torch.Tensor | None = None
+        self.last: torch.Tensor | None = None  # (B, H, W) p(foreground), latest sample
 
     def _add(self, s1: torch.Tensor, s2: torch.Tensor, sh: torch.Tensor, n: int) -> None:
         if self.s1 is None:
@@ -193,6 +195,7 @@ class StreamingMoments:
     def update(self, probs: torch.Tensor) -> None:
         """Add samples ``probs`` of shape (S, B, C, H, W)."""
         p = probs.float()
+        self.last = 1.0 - p[-1, :, 0]
         self._add(p.sum(0), (p * p).sum(0), _entropy(p, 2).sum(0), p.shape[0])
 
     def update_logits(self, logits: torch.Tensor) -> None:
@@ -212,6 +215,7 @@ class StreamingMoments:
         # (in place where possible: fresh large buffers cost page faults on CPU)
         d = d.float()
         p = torch.sigmoid(d)
+        self.last = p[-1].clone()
         s1 = p.sum(0)[:, None]
         s2 = p.mul_(p).sum(0)[:, None]  # p itself is not needed after this
         a = d.abs_()
@@ -377,9 +381,16 @@ def _run(
                     del logits
                 del margin
             mean, var, ent, mi = acc.finalize()
+            last = acc.last
             if not maps:
                 c = mean.shape[1]
-                for key, ch in (("mean", c), ("var", c), ("entropy", 0), ("mutual_info", 0)):
+                for key, ch in (
+                    ("mean", c),
+                    ("var", c),
+                    ("entropy", 0),
+                    ("mutual_info", 0),
+                    ("last", 0),
+                ):
                     shape = (ch, hh, ww) if ch else (hh, ww)
                     maps[key] = torch.zeros(shape, device=device, dtype=torch.float64)
             for j, (y, xx) in enumerate(chunk):
@@ -388,6 +399,7 @@ def _run(
                 maps["var"][(slice(None), *win)] += var[j] * weight
                 maps["entropy"][win] += ent[j] * weight
                 maps["mutual_info"][win] += mi[j] * weight
+                maps["last"][win] += last[j] * weight
                 norm[win] += weight
             del state, acc, mean, var, ent, mi
     denom = norm.clamp_min(1e-12)
@@ -401,6 +413,7 @@ def _run(
         features=(feats / n_tiles).float().cpu().numpy(),
         n_samples=T,
         region_features=region_pool.result() if region_pool is not None else None,
+        last=out["last"],
     )
 
 

@@ -320,3 +320,47 @@ def test_acquire_ranks_flickering_image_first_end_to_end() -> None:
         assert picks == ["bright"]
         assert scores["dark"] == pytest.approx(0.0, abs=1e-9)
         assert scores["bright"] > scores["dim"] > scores["dark"]
+
+
+def _stack_stats(p1: torch.Tensor) -> PixelStats:
+    """PixelStats from an explicit (T, H, W) stack of foreground probabilities."""
+    probs = torch.stack([1 - p1, p1], dim=1).double()  # (T, 2, H, W)
+    acc = StreamingMoments()
+    acc.update(probs[:, None])
+    mean, var, ent, mi = (t[0].float() for t in acc.finalize())
+    return PixelStats(mean, var, ent, mi, np.zeros(1, np.float32), len(p1), last=p1[-1].float())
+
+
+def test_std_and_var_rank_many_moderate_pixels_against_one_flipping_pixel_differently():
+    T = 20
+    flip = torch.full((T, 12, 12), 0.0)
+    flip[::2, 0, 0] = 1.0  # one pixel flips between 0 and 1: var 0.25, std 0.5
+    moderate = 0.5 + 0.03 * torch.tensor([1.0, -1.0] * (T // 2))[:, None, None].expand(T, 12, 12)
+    moderate = moderate.clone()  # 144 pixels at 0.5 +- 0.03: var 9e-4 each, std 0.03
+    stats = {"flip": _stack_stats(flip), "moderate": _stack_stats(moderate)}
+    var = MCDropout(uncertainty="var")
+    std = MCDropout(uncertainty="std")
+    var_scores = {k: var.score(s) for k, s in stats.items()}
+    std_scores = {k: std.score(s) for k, s in stats.items()}
+    assert var_scores["flip"] == pytest.approx(0.25, rel=1e-3)
+    assert std_scores["flip"] == pytest.approx(0.5, rel=1e-3)
+    assert std_scores["moderate"] == pytest.approx(144 * 0.03, rel=1e-3)
+    rng = np.random.default_rng(0)
+    assert var.select(var_scores, 1, rng) == ["flip"]  # 0.25 > 144 * 9e-4 = 0.13
+    assert std.select(std_scores, 1, rng) == ["moderate"]  # 4.32 > 0.5
+
+
+def test_paper_exact_weight_is_zero_on_the_last_samples_myelin_and_grows_outside():
+    T = 5
+    p1 = torch.zeros(T, 1, 9)
+    p1[:, 0, 4] = 0.4  # the mean calls nothing myelin ...
+    p1[-1, 0, 4] = 0.9  # ... but the last sample does, at x = 4
+    p1[:-1, 0, 0] = 0.6  # a pixel uncertain in the other samples, far from it
+    stats = _stack_stats(p1)
+    strategy = instantiate(OmegaConf.load(CONF / "paper_exact.yaml"))
+    assert strategy.mc_samples == 5 and strategy.uncertainty == "std"
+    weighted = strategy.pixel_map(stats)[0]
+    plain = stats.var[1].sqrt()[0]
+    assert weighted[4] == 0 and plain[4] > 0  # zero on the last sample's myelin
+    assert weighted[0] == pytest.approx(float(plain[0]), rel=1e-5)  # farthest pixel: weight 1
+    assert weighted[2] == pytest.approx(float(plain[2]) * 2 / 4, rel=1e-5)
