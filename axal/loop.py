@@ -233,6 +233,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         name=f"{cfg.dataset.name}-{label}-seed{cfg.seed}",
         group=f"{cfg.dataset.name}/{label}",
         tags=[f"seed={cfg.seed}", f"dataset={cfg.dataset.name}", f"strategy={label}"],
+        step_metric="labelled_fraction" if results.get("unit") == "tile" else "n_labelled",
     )
     status = "failed"
     try:

@@ -32,6 +32,7 @@ def make_logger(
     name: str,
     group: str,
     tags: list[str],
+    step_metric: str = "n_labelled",
 ) -> Logger | None:
     """Build the Lightning logger that ``logger.kind`` names (wandb, csv or none)."""
     kind = (cfg or {}).get("kind", "none")
@@ -57,18 +58,24 @@ def make_logger(
         reinit="finish_previous",
     )
     experiment = logger.experiment
-    experiment.define_metric("n_labelled")
-    experiment.define_metric("test/*", step_metric="n_labelled")
-    experiment.define_metric("round/*", step_metric="n_labelled")
+    # the x axis of every chart: labelled units, or the labelled share of the pool's pixels
+    experiment.define_metric(step_metric)
+    experiment.define_metric("test/*", step_metric=step_metric)
+    experiment.define_metric("round/*", step_metric=step_metric)
     return logger
 
 
 def log_round(logger: Logger | None, record: dict[str, Any], maps: list[str]) -> None:
-    """Log one round's test metrics and timings, keyed by the number of labelled images."""
+    """Log one round's test metrics and timings, keyed by the labelled units and pixel share."""
     if logger is None:
         return
     metrics: dict[str, float] = {"n_labelled": record["n_labelled"], "round": record["round"]}
-    metrics.update({f"test/{k}": v for k, v in record["test"].items() if v is not None})
+    if record.get("labelled_fraction") is not None:
+        metrics["labelled_fraction"] = record["labelled_fraction"]
+    metrics.update(
+        {f"test/{k}": v for k, v in record["test"].items() if isinstance(v, (int, float))}
+    )
+    metrics["round/restarts"] = record.get("restarts", 0)
     metrics["round/train_seconds"] = record["train_seconds"]
     metrics["round/acquire_seconds"] = record["acquire_seconds"]
     logger.log_metrics(metrics, step=record["round"])
