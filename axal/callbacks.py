@@ -70,7 +70,6 @@ class AcquisitionCallback(L.Callback):
         self.scores: dict[str, float] = {}
         self.seconds = 0.0
         self.maps: list[str] = []
-        self._picked_images: set[str] = set()
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         dm = trainer.datamodule
@@ -115,16 +114,19 @@ class AcquisitionCallback(L.Callback):
         self.selected = list(selected)
         self.scores = {i: float(v) for i, v in scores.items() if np.isfinite(v)}
         picked = list(dict.fromkeys(dm.units[u].image for u in selected))
-        self._picked_images = set(picked)
         self.maps = self._save_maps(
             dm,
             kept,
             picked + [i for i in fixed if i not in picked],
+            picked=set(picked),
             n_classes=int(getattr(pl_module.hparams, "n_classes", 2)),
         )
 
-    def _save_maps(self, dm: Any, kept: dict, ids: list[str], n_classes: int = 2) -> list[str]:
-        """PNG of image, prediction and uncertainty for the picks and the fixed pool images."""
+    def _save_maps(
+        self, dm: Any, kept: dict, ids: list[str], picked: set[str], n_classes: int = 2
+    ) -> list[str]:
+        """PNG of image, prediction and uncertainty for the picked and the fixed pool images
+        (``picked``: the images holding a picked unit; the title gives their best unit score)."""
         if self.maps_dir is None or not kept:
             return []
         self.maps_dir.mkdir(parents=True, exist_ok=True)
@@ -134,9 +136,9 @@ class AcquisitionCallback(L.Callback):
                 continue
             prediction, uncertainty = kept[i]
             image = _shrink(torch.from_numpy(dm.images[i]))
-            role = "picked" if i in self._picked_images else "fixed"
+            role = "picked" if i in picked else "fixed"
             path = self.maps_dir / f"round-{self.round:02d}_{role}_{i}.png"
-            score = max((v for u, v in self.scores.items() if dm.units[u].image == i), default=None)
+            score = max((v for u, v in self.scores.items() if u.split("@")[0] == i), default=None)
             shown = "" if score is None else f" | score {score:.4g}"
             title = f"round {self.round} | {role} | {i}{shown}"
             save_uncertainty_png(

@@ -730,12 +730,13 @@ def test_maps_name_their_measure_image_and_role(tmp_path, monkeypatch):
     monkeypatch.setattr(callbacks, "save_uncertainty_png", lambda *a, **k: seen.update(k))
     cb = callbacks.AcquisitionCallback(BALD(), 1, 2, 0, 3, maps_dir=tmp_path)
     cb.selected = ["img@0,0,8,8"]
-    dm = type("DM", (), {"images": {"img@0,0,8,8": np.zeros((8, 8), dtype=np.float32)}})()
-    kept = {"img@0,0,8,8": (np.zeros((8, 8)), np.zeros((8, 8)))}
-    (path,) = cb._save_maps(dm, kept, ["img@0,0,8,8"], n_classes=3)
+    cb.scores = {"img@0,0,8,8": 0.5, "img@8,0,8,8": 0.25}
+    dm = type("DM", (), {"images": {"img": np.zeros((8, 8), dtype=np.float32)}})()
+    kept = {"img": (np.zeros((8, 8)), np.zeros((8, 8)))}
+    (path,) = cb._save_maps(dm, kept, ["img"], picked={"img"}, n_classes=3)
     assert seen["measure"] == "BALD (mutual information, nats)" and seen["n_classes"] == 3
-    assert "picked" in seen["title"] and "img@0,0,8,8" in seen["title"]
-    assert report.figures.map_caption(path) == ("picked", "img@0,0,8,8")
+    assert "picked" in seen["title"] and "img" in seen["title"] and "0.5" in seen["title"]
+    assert report.figures.map_caption(path) == ("picked", "img")
     # old runs: the measure comes from the strategy in their config
     old = {"config": {"strategy": {"_target_": "axal.acquisition.BALD", "name": "bald_power"}}}
     assert report.measure_name(old) == BALD.measure

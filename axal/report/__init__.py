@@ -160,5 +160,5 @@ def write_report(
     atomic_write(out / "table.csv", _table_csv(summary))
     atomic_write(out / "summary.csv", _summary_csv(summary))
     atomic_write(out / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
-    atomic_write(out / "report.html", _html(summary, curves_png, maps, maps_png, runs))
+    atomic_write(out / "report.html", _html(summary, curves_png, maps, maps_png, runs, out))
     return summary

@@ -1,4 +1,4 @@
-"""The self-contained ``report.html`` page (figures inlined, no external resources).
+"""The ``report.html`` page: figures inlined; each run's per-round maps linked (relative paths).
 
 Every table is followed by the definitions of its columns and symbols, and every figure by
 what its lines, bands and panels are, so the page can be read without the code.
@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import base64
 import html
+import os
 from datetime import datetime, timezone
+from pathlib import Path
 
 from axal.report.figures import map_caption
 from axal.report.statistics import run_unit
@@ -87,7 +89,7 @@ def _group_section(name: str, d: dict) -> list[str]:
     return parts
 
 
-def _maps_section(maps: dict, maps_png: bytes | None) -> list[str]:
+def _maps_section(maps: dict, maps_png: bytes | None, out_dir: Path) -> list[str]:
     e = html.escape
     parts = ["<h2>Uncertainty-map evolution</h2>"]
     if not maps:
@@ -112,24 +114,28 @@ def _maps_section(maps: dict, maps_png: bytes | None) -> list[str]:
             parts.append('<div class="maps">')
             for rnd, files in entry["rounds"]:
                 for f in files:
-                    try:
-                        data = f.read_bytes()
-                    except OSError:
+                    if not Path(f).is_file():
                         parts.append(f'<span class="note">missing: {e(str(f))}</span>')
                         continue
                     role, image_id = map_caption(f)
-                    mime = "image/svg+xml" if f.suffix.lower() == ".svg" else "image/png"
                     caption = f"round {rnd} · {role} · {image_id}" if role else f"round {rnd}"
+                    # linked, not embedded: a sweep's maps would make the page tens of MB
+                    src = Path(os.path.relpath(Path(f).resolve(), out_dir.resolve())).as_posix()
                     parts.append(
-                        f"<figure>{_b64_img(data, caption, mime)}"
-                        f"<figcaption>{e(caption)}</figcaption></figure>"
+                        f'<figure><a href="{e(src)}"><img src="{e(src)}" alt="{e(caption)}" '
+                        f'loading="lazy"></a><figcaption>{e(caption)}</figcaption></figure>'
                     )
             parts.append("</div>")
     return parts
 
 
 def _html(
-    summary: dict, curves_png: bytes, maps: dict, maps_png: bytes | None, runs: list[dict]
+    summary: dict,
+    curves_png: bytes,
+    maps: dict,
+    maps_png: bytes | None,
+    runs: list[dict],
+    out_dir: Path = Path("."),
 ) -> str:
     e = html.escape
     parts = [
@@ -155,7 +161,7 @@ def _html(
     ]
     for name, d in summary["datasets"].items():
         parts += _group_section(name, d)
-    parts += _maps_section(maps, maps_png)
+    parts += _maps_section(maps, maps_png, out_dir)
     parts.append("<h2>Runs</h2>")
     body = [
         [
