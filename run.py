@@ -16,7 +16,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from axal.rundir import register_resolvers
+
 log = logging.getLogger("axal")
+register_resolvers()  # ${axal.uid:}, ${axal.run_dir:...} in hydra.run.dir, before @hydra.main
 
 
 def _threads(cfg: DictConfig) -> int | None:
