@@ -1,13 +1,16 @@
 """Run one active-learning simulation: ``python run.py dataset=tem strategy=mc_dropout``.
 
-In a multirun (``-m``) a failing job is logged and recorded in ``<job dir>/error.txt`` while
-the other jobs go on; a single run fails loudly.
+``python run.py --help`` says what a run does, where the data comes from, and every setting.
+Bad data or settings end with one paragraph on stderr (and in the run's ``run.log``) and exit
+code 1; ``HYDRA_FULL_ERROR=1`` shows the traceback instead. In a multirun (``-m``) a failing
+job is logged and recorded in ``<job dir>/error.txt`` while the other jobs go on.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import traceback
 from pathlib import Path
 
@@ -16,7 +19,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from axal.rundir import die_with_parent, register_resolvers
+
 log = logging.getLogger("axal")
+register_resolvers()  # ${axal.uid:}, ${axal.run_dir:...} in hydra.run.dir, before @hydra.main
 
 
 def _threads(cfg: DictConfig) -> int | None:
@@ -34,26 +40,41 @@ def _threads(cfg: DictConfig) -> int | None:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
+    from axal import errors
     from axal.loop import run
 
+    die_with_parent()  # a sweep's job goes when its sweep goes
     hc = HydraConfig.get()
     run_dir = cfg.resume or hc.runtime.output_dir
+    multirun = hc.mode == RunMode.MULTIRUN
     threads = _threads(cfg)
     if threads:
         import torch
 
         torch.set_num_threads(threads)
         log.info("torch threads: %d", threads)
-    if hc.mode != RunMode.MULTIRUN:
+    try:
         results = run(cfg, run_dir)
-    else:
-        try:
-            results = run(cfg, run_dir)
-        except Exception as err:  # one failing job must not take the sweep down
-            log.error("job %s failed: %s", hc.job.override_dirname, err)
-            Path(run_dir).mkdir(parents=True, exist_ok=True)
-            (Path(run_dir) / "error.txt").write_text(traceback.format_exc())
-            return float("nan")
+    except errors.AxalError as err:
+        if errors.full_error():
+            raise
+        text = errors.report(err, log)
+        if not multirun:
+            sys.exit(1)
+        Path(hc.runtime.output_dir, "error.txt").write_text(text + "\n")
+        return float("nan")
+    except KeyboardInterrupt:
+        log.error("interrupted: resume=%s continues from the last finished round", run_dir)
+        sys.exit(130)
+    except Exception as err:
+        if not multirun:  # Hydra prints the traceback; the run log gets it too
+            errors.log_to_files(log, logging.ERROR, "run failed", exc_info=sys.exc_info())
+            raise
+        # one failing job must not take the sweep down
+        log.error("job %s failed: %s", hc.job.override_dirname, err)
+        Path(hc.runtime.output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(hc.runtime.output_dir) / "error.txt").write_text(traceback.format_exc())
+        return float("nan")
     rounds = results["rounds"]
     return rounds[-1]["test"]["dice"] if rounds else float("nan")
 

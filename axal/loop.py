@@ -8,11 +8,17 @@ killed in round k loses at most round k and ``resume=<run dir>`` continues from 
 random choice of round r is seeded from ``(seed, r)`` alone: a resumed run makes the same
 choices as an uninterrupted one, and every strategy starts from the same split, initial set and
 initial weights for a given seed (comparisons are paired by seed).
+
+A run holds its folder's lock (:mod:`axal.rundir`) from start to end. A resume must keep every
+setting that alters the experiment (only speed and logging settings may change, and
+``al.rounds`` may grow: a finished run is extended by scoring the pool with its last model);
+it writes its config beside ``config.yaml`` and appends to the logs.
 """
 
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import logging
@@ -21,15 +27,24 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from axal.acquisition import Strategy
 from axal.atomic import atomic_write, atomic_write_json
 from axal.callbacks import AcquisitionCallback
-from axal.data import load_dataset, split_by_subject
+from axal.data import check_foreground, load_dataset, split_by_subject
+from axal.errors import ConfigError
 from axal.networks import PLACEMENTS
 from axal.pools import TASKS, UNITS, ActiveDataModule, Unit, unit_splits
+from axal.rundir import (
+    RunLock,
+    check_fresh,
+    check_resume_dir,
+    compare_configs,
+    write_config,
+)
 from axal.tracking import finish, log_round, make_logger
 from axal.training import describe, fit_round
 
@@ -52,6 +67,9 @@ def load_samples(cfg: DictConfig) -> list:
         size=d.get("size", 128),
         n_subjects=d.get("n_subjects", 6),
         seed=d.get("synthetic_seed", 0),
+        task=cfg.task,
+        mask_encoding=d.get("mask_encoding", "auto"),
+        bit_depth=d.get("bit_depth"),
     )
 
 
@@ -147,22 +165,24 @@ def _new_results(cfg: DictConfig, splits: dict[str, list[str]]) -> dict[str, Any
     }
 
 
-def _load_previous(run_dir: Path, cfg: DictConfig) -> dict[str, Any]:
+def _load_previous(run_dir: Path, cfg: DictConfig) -> tuple[dict[str, Any], dict[str, list]]:
+    """The recorded run, and the settings this resume changes (refusing those that matter)."""
     path = run_dir / RESULTS
-    if not path.exists():
-        raise FileNotFoundError(f"resume={run_dir}: no {RESULTS} there to resume from")
     try:
         results = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"resume={run_dir}: {path} is not valid JSON ({err})") from err
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(
+            f"resume={run_dir}: {path} is not readable ({err}). Move it aside and start a new run"
+        ) from err
     expected = _new_results(cfg, {})
     for key in CONTRACT_KEYS:
         if results.get(key) != expected[key]:
-            raise ValueError(
+            raise ConfigError(
                 f"resume={run_dir}: the saved run has {key}={results.get(key)!r} but this "
                 f"command asks for {key}={expected[key]!r}"
             )
-    return results
+    changes = compare_configs(results.get("config") or {}, expected["config"], run_dir)
+    return results, changes
 
 
 def _restore_pools(dm: ActiveDataModule, results: dict[str, Any]) -> None:
@@ -182,30 +202,57 @@ def _restore_pools(dm: ActiveDataModule, results: dict[str, Any]) -> None:
 
 
 def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
-    """Run (or resume) a whole simulation in ``run_dir``; return the results dict."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    check_config(cfg)
-    strategy = build_strategy(cfg)
+    """Run (or resume) a whole simulation in ``run_dir``; return the results dict.
+
+    A new run needs a folder without results; ``resume=<dir>`` continues the run in ``<dir>``
+    (``run_dir`` is then ignored). The folder is locked while the run uses it.
+    """
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(
+            f"{', '.join(missing)} must be set, e.g. python run.py {missing[0]}=..."
+            + (" (the folder of your labelled images)" if "dataset.root" in missing else "")
+        )
+    try:
+        check_config(cfg)
+    except ValueError as err:  # check_config names the setting
+        raise ConfigError(str(err)) from err
+    try:
+        strategy = build_strategy(cfg)
+    except InstantiationException as err:
+        raise ConfigError(f"strategy={strategy_label(cfg)}: {err.__cause__ or err}") from err
     if strategy.needs_mc and (
         cfg.model.get("dropout_placement") == "none" or not cfg.model.get("dropout_rate")
     ):
-        raise ValueError(
+        raise ConfigError(
             f"strategy={strategy_label(cfg)} needs MC dropout, but model.dropout_placement="
             f"{cfg.model.get('dropout_placement')} and model.dropout_rate="
             f"{cfg.model.get('dropout_rate')} leave the network without dropout"
         )
-    if cfg.trainer.get("num_threads"):
-        torch.set_num_threads(int(cfg.trainer.num_threads))
-    samples = load_samples(cfg)
-    n_classes = TASKS[cfg.task]
     resume = cfg.get("resume")
     if resume:
-        results = _load_previous(run_dir, cfg)
-        splits = results["splits"]
+        run_dir = check_resume_dir(resume)
     else:
-        splits = make_splits(cfg, samples)
-        results = _new_results(cfg, splits)
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        check_fresh(run_dir)
+    with RunLock(run_dir):
+        return _run_locked(cfg, run_dir, strategy, bool(resume))
+
+
+def _run_locked(cfg: DictConfig, run_dir: Path, strategy: Strategy, resume: bool) -> dict[str, Any]:
+    if cfg.trainer.get("num_threads"):
+        torch.set_num_threads(int(cfg.trainer.num_threads))
+    changes: dict[str, list] = {}
+    if resume:
+        results, changes = _load_previous(run_dir, cfg)
+    else:
+        check_fresh(run_dir)  # again, now that the folder is ours
+    samples = load_samples(cfg)
+    n_classes = TASKS[cfg.task]
+    if not resume:
+        results = _new_results(cfg, make_splits(cfg, samples))
+    splits = results["splits"]
     dm = ActiveDataModule(
         samples,
         splits,
@@ -217,13 +264,35 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         augment=cfg.dataset.get("augment", True),
     )
     results.setdefault("pool_pixels", dm.train_pixels())
+    check_foreground(dm.masks, dm.test, cfg.task)
     if results["rounds"]:
         _restore_pools(dm, results)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+    if resume:
+        done = len(results["rounds"])
+        if results["finished"]:
+            if done >= cfg.al.rounds or not dm.unlabelled:
+                why = "the pool is empty" if not dm.unlabelled else f"{done} rounds are done"
+                log.info("%s is finished (%s): nothing to do", run_dir, why)
+                return results
+            log.info(
+                "extending the finished run %s from %d to %d rounds", run_dir, done, cfg.al.rounds
+            )
+            _reopen_last_round(cfg, run_dir, dm, strategy, results, n_classes)
+        written = write_config(run_dir, config_yaml, "resume")
+        results["config"] = OmegaConf.to_container(cfg, resolve=True)
+        results.setdefault("resumes", []).append(
+            {
+                "at": dt.datetime.now().isoformat(timespec="seconds"),
+                "from_round": done,
+                "config": written.name,
+                "changed": changes,
+            }
+        )
+        log.info("resuming %s at round %d (config: %s)", run_dir, done, written.name)
+    else:
+        write_config(run_dir, config_yaml, "restart")
     atomic_write_json(run_dir / RESULTS, results)
-    if results["finished"]:
-        log.info("%s already finished: nothing to do", run_dir / RESULTS)
-        return results
 
     label = strategy_label(cfg)
     logger = make_logger(
@@ -261,6 +330,71 @@ def round_steps(cfg: DictConfig, round_index: int) -> int:
     return int(cfg.trainer.steps)
 
 
+def _acquisition_callback(
+    cfg: DictConfig, strategy: Strategy, run_dir: Path, round_index: int
+) -> AcquisitionCallback:
+    """The callback that scores the pool after round ``round_index``'s test."""
+    return AcquisitionCallback(
+        strategy,
+        per_round=per_round(cfg, round_index),
+        mc_samples=cfg.al.mc_samples,
+        seed=cfg.seed,
+        round_index=round_index,
+        maps_dir=run_dir / "maps",
+        n_fixed_maps=cfg.al.get("n_fixed_maps", 2),
+        sample_chunk=cfg.al.get("sample_chunk"),
+        tile_batch=cfg.al.get("tile_batch"),
+        min_distance=cfg.al.get("min_distance", 0),
+        progress=cfg.trainer.get("progress", True),
+    )
+
+
+def _reopen_last_round(
+    cfg: DictConfig,
+    run_dir: Path,
+    dm: ActiveDataModule,
+    strategy: Strategy,
+    results: dict[str, Any],
+    n_classes: int,
+) -> None:
+    """Extend a finished run: score the pool with the last round's model and label the picks.
+
+    The last round of a run labels nothing. A longer run would have scored the pool with that
+    round's model (its checkpoint is kept) and the same seeds, so the picks match it exactly.
+    """
+    last = results["rounds"][-1]
+    r = int(last["round"])
+    ckpt = run_dir / "checkpoints" / f"round-{r}.ckpt"
+    if not ckpt.is_file():
+        raise ConfigError(
+            f"resume={run_dir}: cannot extend the finished run: its last model {ckpt} is "
+            f"missing. Start a new run with al.rounds={cfg.al.rounds}"
+        )
+    L.seed_everything(round_seed(cfg.seed, r), workers=True, verbose=False)
+    model = build_model(cfg, n_classes)
+    model.load_state_dict(torch.load(ckpt, map_location="cpu")["state_dict"])
+    callback = _acquisition_callback(cfg, strategy, run_dir, r)
+    t = cfg.trainer
+    trainer = L.Trainer(
+        accelerator=t.accelerator,
+        devices=t.devices,
+        precision=t.get("precision", "32-true"),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=t.get("progress", True),
+        enable_model_summary=False,
+        callbacks=[callback],
+    )
+    trainer.test(model, datamodule=dm, verbose=False)
+    last["selected"] = callback.selected
+    last["scores"] = callback.scores
+    last["acquire_seconds"] = round(callback.seconds, 3)
+    last["uncertainty_maps"] = list(last.get("uncertainty_maps", [])) + [
+        str(Path(p).relative_to(run_dir)) for p in callback.maps
+    ]
+    results["finished"] = False
+
+
 def _rounds(
     cfg: DictConfig,
     run_dir: Path,
@@ -283,19 +417,7 @@ def _rounds(
             return model
 
         last = r == cfg.al.rounds - 1 or not dm.unlabelled
-        callback = AcquisitionCallback(
-            strategy,
-            per_round=per_round(cfg, r),
-            mc_samples=cfg.al.mc_samples,
-            seed=cfg.seed,
-            round_index=r,
-            maps_dir=run_dir / "maps",
-            n_fixed_maps=cfg.al.get("n_fixed_maps", 2),
-            sample_chunk=cfg.al.get("sample_chunk"),
-            tile_batch=cfg.al.get("tile_batch"),
-            min_distance=cfg.al.get("min_distance", 0),
-            progress=cfg.trainer.get("progress", True),
-        )
+        callback = _acquisition_callback(cfg, strategy, run_dir, r)
         labelled = list(dm.labelled)
         labelled_pixels = dm.labelled_pixels()
         fit = fit_round(

@@ -4,6 +4,11 @@ An experiment config (``conf/experiment/*.yaml``) holds a ``sweep`` block: ``gri
 key -> list of values), ``dir`` (where job folders go) and ``jobs`` (how many run at once).
 Every job gets a fixed folder named after its grid values, runs ``run.py`` in a subprocess (a
 crash or a W&B run stays inside its job), and is skipped once its results.json is finished.
+
+A job dies with its sweep (``axal.rundir.die_with_parent``; a SIGTERM/SIGHUP/SIGINT to the
+sweep stops its jobs first), and a job folder still locked by a live run (another sweep's job)
+is waited for, never run twice at once. An unreadable results.json is moved aside as
+``results.json.bad`` and reported, and the job starts again: nothing is silently overwritten.
 """
 
 from __future__ import annotations
@@ -12,8 +17,11 @@ import itertools
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +29,8 @@ from typing import Any
 
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
+
+from axal.rundir import PARENT_ENV, lock_holder
 
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("axal.sweep")
@@ -30,7 +40,7 @@ log = logging.getLogger("axal.sweep")
 class Job:
     overrides: list[str]
     run_dir: Path
-    status: str = "pending"  # pending | finished | resumable | done | failed | skipped
+    status: str = "pending"  # pending | finished | resumable | bad | done | failed | skipped
     log_path: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -82,17 +92,49 @@ def _format_label(template: str, assignment: dict[str, Any]) -> str:
 
 
 def job_state(run_dir: Path) -> str:
-    """``finished``, ``resumable`` (some rounds saved) or ``pending``."""
+    """``finished``, ``resumable`` (results saved), ``pending`` (none), ``bad`` (unreadable)."""
     path = run_dir / "results.json"
     if not path.exists():
         return "pending"
     try:
         results = json.loads(path.read_text())
-    except (json.JSONDecodeError, OSError):
-        return "pending"
-    if results.get("finished"):
-        return "finished"
-    return "resumable" if results.get("rounds") else "pending"
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        return "bad"
+    if not isinstance(results, dict):
+        return "bad"
+    return "finished" if results.get("finished") else "resumable"
+
+
+def set_aside(run_dir: Path) -> Path:
+    """Move an unreadable results.json to ``results.json.bad`` (``.bad.1``, ... if taken)."""
+    path = run_dir / "results.json"
+    target = path.with_name("results.json.bad")
+    n = 0
+    while target.exists():
+        n += 1
+        target = path.with_name(f"results.json.bad.{n}")
+    os.replace(path, target)
+    return target
+
+
+_live: set[subprocess.Popen] = set()
+_live_lock = threading.Lock()
+_stopping = threading.Event()
+
+
+def _wait_until_free(job: Job, poll: float = 2.0) -> None:
+    """Wait while a live run (another sweep's job) holds the job's folder."""
+    holder = lock_holder(job.run_dir)
+    if holder is None:
+        return
+    print(
+        f"sweep: waiting for {job.run_dir}: in use by pid {holder.get('pid')} on "
+        f"{holder.get('host')} since {holder.get('started')}",
+        flush=True,
+    )
+    while holder is not None and not _stopping.is_set():
+        time.sleep(poll)
+        holder = lock_holder(job.run_dir)
 
 
 def _threads_per_job(jobs: int) -> int:
@@ -102,6 +144,25 @@ def _threads_per_job(jobs: int) -> int:
 def run_job(job: Job, threads: int, python: str = sys.executable) -> Job:
     """Run one job in a subprocess; its output goes to ``<run dir>/sweep.log``."""
     job.run_dir.mkdir(parents=True, exist_ok=True)
+    _wait_until_free(job)
+    if _stopping.is_set():
+        job.status = "stopped"
+        return job
+    state = job_state(job.run_dir)  # again: the run we waited for may have moved it on
+    if state == "finished":
+        job.status = "skipped"
+        return job
+    if state == "bad":
+        moved = set_aside(job.run_dir)
+        job.extra["bad"] = moved
+        print(
+            f"sweep: {job.run_dir / 'results.json'} is unreadable: moved to {moved.name}; "
+            f"the job starts again",
+            file=sys.stderr,
+            flush=True,
+        )
+        state = "pending"
+    job.status = state
     quoted = "'" + str(job.run_dir).replace("'", "\\'") + "'"  # paths hold '=' and ','
     cmd = [python, str(ROOT / "run.py"), *job.overrides, f"hydra.run.dir={quoted}"]
     cmd.append(f"trainer.num_threads={threads}")
@@ -109,20 +170,67 @@ def run_job(job: Job, threads: int, python: str = sys.executable) -> Job:
     if job.status == "resumable":
         cmd.append(f"resume={quoted}")
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    env[PARENT_ENV] = str(os.getpid())  # the job dies with this process
     job.log_path = job.run_dir / "sweep.log"
     with open(job.log_path, "a") as out:
         out.write(f"$ {' '.join(cmd)}\n")
         out.flush()
-        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    job.status = (
-        "done" if proc.returncode == 0 and job_state(job.run_dir) == "finished" else "failed"
-    )
+        with _live_lock:
+            if _stopping.is_set():
+                job.status = "stopped"
+                return job
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+            _live.add(proc)
+        try:
+            returncode = proc.wait()
+        finally:
+            with _live_lock:
+                _live.discard(proc)
+    job.status = "done" if returncode == 0 and job_state(job.run_dir) == "finished" else "failed"
     return job
+
+
+def _stop_jobs(signum: int, frame: object) -> None:
+    """On SIGTERM/SIGHUP/SIGINT: stop the running jobs (SIGTERM, then SIGKILL), then exit."""
+    _stopping.set()
+    with _live_lock:
+        procs = list(_live)
+    for proc in procs:
+        proc.terminate()
+    deadline = time.monotonic() + 10
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    print(f"sweep: stopped by signal {signum}; rerun the same command to resume", flush=True)
+    raise SystemExit(128 + signum)
+
+
+def _install_signal_handlers() -> dict[int, object]:
+    """Stop the jobs on SIGTERM/SIGHUP/SIGINT; return the handlers replaced."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {
+        sig: signal.signal(sig, _stop_jobs)
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+    }
 
 
 def run_sweep(cfg: DictConfig, overrides: list[str], jobs: int | None = None) -> list[Job]:
     """Run every unfinished job of the grid (``jobs`` at a time); failures don't stop others."""
     todo = expand(cfg, overrides)
+    _stopping.clear()
+    previous = _install_signal_handlers()
+    try:
+        _run_jobs(cfg, todo, jobs)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return todo
+
+
+def _run_jobs(cfg: DictConfig, todo: list[Job], jobs: int | None) -> None:
     for job in todo:
         job.status = job_state(job.run_dir)
         if job.status == "finished":
@@ -141,7 +249,11 @@ def run_sweep(cfg: DictConfig, overrides: list[str], jobs: int | None = None) ->
     failed = [j for j in todo if j.status == "failed"]
     for job in failed:
         print(f"sweep: FAILED {job.run_dir} (see {job.log_path})", file=sys.stderr, flush=True)
-    return todo
+    for job in todo:
+        if job.extra.get("bad"):
+            print(
+                f"sweep: unreadable results kept as {job.extra['bad']}", file=sys.stderr, flush=True
+            )
 
 
 def main_report(dirs: list[Path], out: Path | None = None, include_unfinished: bool = False) -> int:

@@ -6,8 +6,10 @@ W&B defaults to offline unless an API key is configured, so a run never stops at
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +41,7 @@ def make_logger(
     if kind == "none":
         return None
     if kind == "csv":
-        return CSVLogger(save_dir=str(run_dir), name="csv", version="")
+        return _append_csv(CSVLogger(save_dir=str(run_dir), name="csv", version=""))
     if kind != "wandb":
         raise ValueError(f"logger={kind!r} is not one of wandb, csv, none")
     from lightning.pytorch.loggers import WandbLogger
@@ -62,6 +64,21 @@ def make_logger(
     experiment.define_metric(step_metric)
     experiment.define_metric("test/*", step_metric=step_metric)
     experiment.define_metric("round/*", step_metric=step_metric)
+    return logger
+
+
+def _append_csv(logger: CSVLogger) -> CSVLogger:
+    """Keep an earlier ``metrics.csv`` (a resumed run): Lightning's writer deletes it on start."""
+    path = Path(logger.log_dir) / "metrics.csv"
+    old = path.read_bytes() if path.is_file() else None
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+        writer = logger.experiment
+    if old:
+        path.write_bytes(old)
+        with path.open(newline="") as fh:
+            header = next(csv.reader(fh), [])
+        writer.metrics_keys = sorted(header)
     return logger
 
 

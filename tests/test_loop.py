@@ -7,6 +7,7 @@ import json
 import pytest
 
 from axal.data import DataError
+from axal.errors import ConfigError
 from axal.loop import run
 from tests.conftest import compose_cfg, real_data_root
 
@@ -133,8 +134,9 @@ def test_resume_refuses_a_different_experiment(cfg_factory, tmp_path):
     run(cfg_factory("strategy=random", "al.rounds=1"), tmp_path)
     with pytest.raises(ValueError, match="strategy"):
         run(cfg_factory("strategy=bald", "al.rounds=1", f"resume={tmp_path}"), tmp_path)
-    with pytest.raises(FileNotFoundError, match="resume="):
+    with pytest.raises(ConfigError, match="resume=.*no such folder"):
         run(cfg_factory(f"resume={tmp_path / 'nothing'}"), tmp_path / "nothing")
+    assert not (tmp_path / "nothing").exists()  # refused, not created
 
 
 @pytest.mark.parametrize(

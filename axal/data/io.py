@@ -14,13 +14,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from axal.errors import AxalError
+
 log = logging.getLogger(__name__)
 
 BACKGROUND, MYELIN, AXON = 0, 1, 2
 TIFF_SUFFIXES = (".tif", ".tiff")
 
 
-class DataError(ValueError):
+class DataError(AxalError, ValueError):
     """Bad input data or data setting; the message names the offending file or setting."""
 
 
@@ -97,10 +99,49 @@ def _full_scale(arr: np.ndarray, path: Path) -> float:
     raise DataError(f"{path}: unsupported pixel type {arr.dtype}")
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an EM image as float32 HxW grey in [0, 1], whatever its file mode."""
+def _integer_depth(arr: np.ndarray) -> int | None:
+    """Bits of an integer image's dtype (16 for uint16 and for PIL's 32-bit "I" holding 16-bit)."""
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+        return None
+    if np.issubdtype(arr.dtype, np.signedinteger) and arr.size and 0 <= arr.min() <= arr.max():
+        return 16 if arr.max() <= 65535 else arr.dtype.itemsize * 8
+    return arr.dtype.itemsize * 8
+
+
+def read_image(path: str | Path, bit_depth: int | None = None) -> np.ndarray:
+    """Read an EM image as float32 HxW grey in [0, 1], whatever its file mode.
+
+    8-bit images are divided by 255. Images of more than 8 bits are divided by
+    ``2**bit_depth - 1`` (``dataset.bit_depth``, e.g. 12 for 12-bit data in 16-bit files), else
+    by their type's maximum; a 16-bit image that uses less than 1/16 of its range (12-bit or
+    less) would load almost black, so it is divided by the range found instead, with a warning.
+    """
     path = Path(path)
-    grey, scale = _to_grey(_read_array(path), path)
+    arr = _read_array(path)
+    grey, scale = _to_grey(arr, path)
+    depth = _integer_depth(arr)
+    if depth is not None and depth > 8 and grey.size:
+        top = float(grey.max())
+        if bit_depth is not None:
+            bits = _check_bit_depth(bit_depth)
+            scale = float(2**bits - 1)
+            if top > scale:
+                raise DataError(
+                    f"{path}: values up to {top:.0f} do not fit dataset.bit_depth={bits} "
+                    f"(at most {scale:.0f}); set dataset.bit_depth to the data's bit depth"
+                )
+        elif depth == 16 and top < 65536 / 16:
+            bits = max(8, int(top).bit_length())
+            scale = float(2**bits - 1)
+            log.warning(
+                "%s: 16-bit image with values up to %.0f uses less than 1/16 of its range; "
+                "reading it as %d-bit data (divided by %.0f). Set dataset.bit_depth to scale "
+                "every image of the dataset alike",
+                path,
+                top,
+                bits,
+                scale,
+            )
     out = grey / scale
     if out.size and out.min() < 0:  # signed or negative float data: stretch to [0, 1]
         lo, hi = out.min(), out.max()
@@ -108,11 +149,26 @@ def read_image(path: str | Path) -> np.ndarray:
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
+def _check_bit_depth(bit_depth: int) -> int:
+    if isinstance(bit_depth, bool) or not isinstance(bit_depth, (int, np.integer)):
+        raise DataError(f"dataset.bit_depth must be an integer (e.g. 12), got {bit_depth!r}")
+    if not 8 <= int(bit_depth) <= 32:
+        raise DataError(f"dataset.bit_depth={bit_depth} must be between 8 and 32")
+    return int(bit_depth)
+
+
 def read_mask(path: str | Path) -> np.ndarray:
-    """Read a label file as uint8 HxW raw grey values (0..255), whatever its file mode."""
+    """Read a label file as uint8 HxW raw grey values (0..255), whatever its file mode.
+
+    A mask of more than 8 bits is scaled to 0..255 by its type's maximum, unless all its
+    values already fit 0..255 (then they are kept: class indices 0/1/2 stay 0/1/2).
+    """
     path = Path(path)
-    grey, scale = _to_grey(_read_array(path), path)
-    if scale != 255.0:
+    arr = _read_array(path)
+    grey, scale = _to_grey(arr, path)
+    depth = _integer_depth(arr)
+    small = depth is not None and depth > 8 and grey.size and grey.max() <= 255
+    if scale != 255.0 and not small:
         grey = grey * (255.0 / scale)
     return np.clip(np.rint(grey), 0, 255).astype(np.uint8)
 

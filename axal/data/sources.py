@@ -19,11 +19,11 @@ from .io import (
     DataError,
     Sample,
     classes_from_axon_myelin,
-    classes_from_axonmyelin,
     read_image,
     read_mask,
     resample,
 )
+from .masks import check_binary, check_encoding, check_same_encoding, decode_mask
 from .synthetic import make_synthetic
 
 log = logging.getLogger(__name__)
@@ -158,11 +158,48 @@ def _bids_images(root: Path) -> list[Path]:
     return sorted(found)
 
 
-def load_bids(root: str | Path, modality: str | None = None) -> list[Sample]:
+@dataclass
+class _Reading:
+    """How to read a dataset's files, and the mask encodings found (file -> encoding)."""
+
+    task: str | None = "myelin"
+    mask_encoding: str = "auto"
+    bit_depth: int | None = None
+    found: dict[str, str] | None = None
+
+    def image(self, path: Path):
+        return read_image(path, bit_depth=self.bit_depth)
+
+    def mask(self, path: Path, raw):
+        classes, encoding = decode_mask(raw, path, self.mask_encoding, self.task)
+        if self.found is None:
+            self.found = {}
+        self.found[str(path)] = encoding
+        return classes
+
+    def finish(self) -> None:
+        found = self.found or {}
+        check_same_encoding(found)
+        if "binary" in found.values():
+            log.info("one-class (0 / 255) masks: 255 is read as myelin (task=%s)", self.task)
+
+
+def load_bids(
+    root: str | Path,
+    modality: str | None = None,
+    *,
+    task: str | None = "myelin",
+    mask_encoding: str = "auto",
+    bit_depth: int | None = None,
+) -> list[Sample]:
     """Load a BIDS microscopy dataset (AxonDeepSeg convention) as sorted samples.
 
     `modality` (e.g. "TEM", "SEM"; case-insensitive) keeps only images with that suffix.
+    `task`, `mask_encoding` and `bit_depth` say how masks and images are read
+    (:mod:`axal.data.masks`, :func:`axal.data.read_image`).
     """
+    check_encoding(mask_encoding)
+    reading = _Reading(task, mask_encoding, bit_depth)
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"BIDS dataset folder not found: {root}")
@@ -193,24 +230,33 @@ def load_bids(root: str | Path, modality: str | None = None) -> list[Sample]:
             subject = image_path.parent.parent.parent.name
         label_dir = labels_root / image_path.parent.relative_to(root)
         samples.append(
-            _load_bids_sample(root, image_path, stem, subject, match["modality"], label_dir)
+            _load_bids_sample(
+                root, image_path, stem, subject, match["modality"], label_dir, reading
+            )
         )
 
     if not samples:
         what = f"{modality} images" if modality else "images"
         raise DataError(f"no {what} found in BIDS dataset {root} (expected sub-*/micr/*.png)")
+    reading.finish()
     return sorted(samples, key=lambda s: s.id)
 
 
 def _load_bids_sample(
-    root: Path, image_path: Path, stem: str, subject: str, modality: str, label_dir: Path
+    root: Path,
+    image_path: Path,
+    stem: str,
+    subject: str,
+    modality: str,
+    label_dir: Path,
+    reading: _Reading,
 ) -> Sample:
-    image = read_image(image_path)
+    image = reading.image(image_path)
     axonmyelin = _find_label(label_dir, stem, "axonmyelin")
     if axonmyelin is not None:
         raw = read_mask(axonmyelin)
         _check_same_size(image_path, image.shape, axonmyelin, raw.shape)
-        mask = classes_from_axonmyelin(raw)
+        mask = reading.mask(axonmyelin, raw)
     else:
         axon = _find_label(label_dir, stem, "axon")
         myelin = _find_label(label_dir, stem, "myelin")
@@ -224,6 +270,8 @@ def _load_bids_sample(
         axon_raw, myelin_raw = read_mask(axon), read_mask(myelin)
         _check_same_size(image_path, image.shape, axon, axon_raw.shape)
         _check_same_size(image_path, image.shape, myelin, myelin_raw.shape)
+        check_binary(axon_raw, axon)
+        check_binary(myelin_raw, myelin)
         mask = classes_from_axon_myelin(axon_raw, myelin_raw)
     pixel_size = _bids_pixel_size(image_path, stem, subject, modality, root)
     return Sample(stem, subject, image, mask, pixel_size, str(image_path))
@@ -258,8 +306,19 @@ def _find_named(folder: Path, name: str) -> Path | None:
     return None
 
 
-def load_folder(root: str | Path) -> list[Sample]:
-    """Load the AxonDeepSeg legacy layout `<root>/<case>/{image,mask}.png` as sorted samples."""
+def load_folder(
+    root: str | Path,
+    *,
+    task: str | None = "myelin",
+    mask_encoding: str = "auto",
+    bit_depth: int | None = None,
+) -> list[Sample]:
+    """Load the AxonDeepSeg legacy layout `<root>/<case>/{image,mask}.png` as sorted samples.
+
+    `task`, `mask_encoding` and `bit_depth`: as for :func:`load_bids`.
+    """
+    check_encoding(mask_encoding)
+    reading = _Reading(task, mask_encoding, bit_depth)
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"dataset.root folder not found: {root}")
@@ -277,9 +336,10 @@ def load_folder(root: str | Path) -> list[Sample]:
             continue
         if mask_path is None:
             raise DataError(f"image has no mask: {image_path} (expected {case_dir}/mask.png)")
-        image = read_image(image_path)
+        image = reading.image(image_path)
         raw = read_mask(mask_path)
         _check_same_size(image_path, image.shape, mask_path, raw.shape)
+        mask = reading.mask(mask_path, raw)
         pixel_size = None
         size_file = case_dir / "pixel_size_in_micrometer.txt"
         if size_file.is_file():
@@ -298,13 +358,14 @@ def load_folder(root: str | Path) -> list[Sample]:
                 case_dir.name,
                 subject,
                 image,
-                classes_from_axonmyelin(raw),
+                mask,
                 pixel_size,
                 str(image_path),
             )
         )
     if not samples:
         raise DataError(f"no cases found in {root} (expected <case>/image.png and <case>/mask.png)")
+    reading.finish()
     unknown = sorted(set(subjects) - {s.id for s in samples})
     if unknown:
         log.warning("%s lists cases with no folder: %s", tsv, ", ".join(unknown))
@@ -396,20 +457,25 @@ def load_dataset(
     size: int = 128,
     n_subjects: int = 6,
     seed: int = 0,
+    task: str | None = "myelin",
+    mask_encoding: str = "auto",
+    bit_depth: int | None = None,
 ) -> list[Sample]:
     """Load a dataset by config name ("tem", "sem", "folder", "synthetic"), sorted by id.
 
-    With `pixel_size`, samples with a known pixel size are resampled to it.
+    With `pixel_size`, samples with a known pixel size are resampled to it. `task`,
+    `mask_encoding` and `bit_depth` say how files are read (see :func:`load_bids`).
     """
     key = str(name).lower()
+    reading = {"task": task, "mask_encoding": mask_encoding, "bit_depth": bit_depth}
     if key == "synthetic":
         samples = make_synthetic(n_images=n_images, size=size, n_subjects=n_subjects, seed=seed)
     elif key == "folder":
         if root is None:
             raise DataError("dataset.name=folder needs dataset.root=/path/to/folder/of/cases")
-        samples = load_folder(root)
+        samples = load_folder(root, **reading)
     elif key in DATASETS:
-        samples = load_bids(locate_dataset(key, root), modality=DATASETS[key].modality)
+        samples = load_bids(locate_dataset(key, root), modality=DATASETS[key].modality, **reading)
     else:
         raise DataError(f"dataset.name={name!r} is unknown; choose one of {list(DATASET_NAMES)}")
     if pixel_size is not None:

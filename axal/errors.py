@@ -1,0 +1,55 @@
+"""User-facing errors: bad input data or settings, reported as one paragraph, not a traceback.
+
+``run.py`` catches :class:`AxalError` (``axal.data.DataError`` and :class:`ConfigError` are
+both), logs the message to the run's ``run.log`` and prints it to stderr as one paragraph:
+what is wrong, which file or setting, what to do. ``HYDRA_FULL_ERROR=1`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import textwrap
+
+
+class AxalError(Exception):
+    """An error in the user's data or settings; the message names the file or setting."""
+
+
+class ConfigError(AxalError, ValueError):
+    """A setting (or combination of settings, or a run folder) that axal cannot work with."""
+
+
+def full_error() -> bool:
+    """True when the user asked for tracebacks (Hydra's own switch)."""
+    return os.environ.get("HYDRA_FULL_ERROR", "") == "1"
+
+
+def paragraph(err: BaseException, width: int = 100) -> str:
+    """The error as one wrapped paragraph, with the hint for the traceback."""
+    text = " ".join(str(err).split())
+    hint = "(Set HYDRA_FULL_ERROR=1 for the traceback.)"
+    return textwrap.fill(f"Error: {text} {hint}", width=width)
+
+
+def log_to_files(logger: logging.Logger, level: int, message: str, exc_info=None) -> None:
+    """Write a record to the log files only (Hydra's ``run.log``), not to the console.
+
+    The console gets the paragraph on stderr instead, so the message is not shown twice.
+    """
+    record = logger.makeRecord(logger.name, level, __file__, 0, message, (), exc_info)
+    node: logging.Logger | None = logger
+    while node is not None:
+        for handler in node.handlers:
+            if isinstance(handler, logging.FileHandler) and record.levelno >= handler.level:
+                handler.handle(record)
+        node = node.parent if node.propagate else None
+
+
+def report(err: BaseException, logger: logging.Logger) -> str:
+    """Log ``err`` to the run log and print it to stderr as one paragraph; return the text."""
+    text = paragraph(err)
+    log_to_files(logger, logging.ERROR, text)
+    print(text, file=sys.stderr, flush=True)
+    return text
