@@ -46,7 +46,7 @@ from axal.rundir import (
     write_config,
 )
 from axal.tracking import finish, log_round, make_logger
-from axal.training import describe, fit_round
+from axal.training import describe, fit_round, make_trainer
 
 log = logging.getLogger("axal")
 RESULTS = "results.json"
@@ -374,17 +374,7 @@ def _reopen_last_round(
     model = build_model(cfg, n_classes)
     model.load_state_dict(torch.load(ckpt, map_location="cpu")["state_dict"])
     callback = _acquisition_callback(cfg, strategy, run_dir, r)
-    t = cfg.trainer
-    trainer = L.Trainer(
-        accelerator=t.accelerator,
-        devices=t.devices,
-        precision=t.get("precision", "32-true"),
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=t.get("progress", True),
-        enable_model_summary=False,
-        callbacks=[callback],
-    )
+    trainer = make_trainer(cfg, int(last.get("steps") or 1), [callback], has_val=False)
     trainer.test(model, datamodule=dm, verbose=False)
     last["selected"] = callback.selected
     last["scores"] = callback.scores
