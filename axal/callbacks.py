@@ -141,12 +141,20 @@ class AcquisitionCallback(L.Callback):
             score = max((v for u, v in self.scores.items() if u.split("@")[0] == i), default=None)
             shown = "" if score is None else f" | score {score:.4g}"
             title = f"round {self.round} | {role} | {i}{shown}"
+            scale = prediction.shape[0] / dm.images[i].shape[0]  # maps are shrunk copies
+            units = getattr(dm, "units", {})
+            boxes = [
+                (u.x * scale, u.y * scale, u.w * scale, u.h * scale)
+                for u in (units[sel] for sel in self.selected if sel in units)
+                if u.image == i and not u.whole
+            ]
             save_uncertainty_png(
                 path,
                 image,
                 prediction,
                 uncertainty,
                 title=title,
+                boxes=boxes,
                 measure=getattr(self.strategy, "measure", self.strategy.name),
                 n_classes=n_classes,
             )

@@ -43,6 +43,7 @@ def save_uncertainty_png(
     measure: str = "uncertainty",
     n_classes: int = 2,
     vmax: float | None = None,
+    boxes: list[tuple[float, float, float, float]] | None = None,
 ) -> Path:
     """Write a 1x3 PNG; uses matplotlib's object API so the caller's backend is untouched.
 
@@ -51,10 +52,11 @@ def save_uncertainty_png(
     (the strategy's ``measure``, e.g. "BALD (mutual information, nats)"); ``n_classes`` fixes
     the prediction's colours (class k is always the same colour); the uncertainty colour
     scale runs from 0 to ``vmax`` (default: the map's maximum), shown on the colour bar.
+    ``boxes`` (x, y, w, h in the maps' pixels) outline picked tiles on every panel.
     """
     from matplotlib.colors import ListedColormap
     from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
+    from matplotlib.patches import Patch, Rectangle
 
     for name, data in (("prediction", prediction), ("uncertainty", uncertainty)):
         if np.ndim(data) != 2:
@@ -99,6 +101,8 @@ def save_uncertainty_png(
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
+        for x, y, w, h in boxes or []:
+            ax.add_patch(Rectangle((x - 0.5, y - 0.5), w, h, fill=False, ec="#00e5ff", lw=1.2))
     if title:
         fig.suptitle(title, fontsize=8)
     buf = io.BytesIO()
