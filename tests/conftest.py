@@ -22,6 +22,7 @@ FAST = [
     "model=tiny",
     "logger=none",
     "trainer.steps=2",
+    "trainer.finetune_steps=2",
     "trainer.max_restarts=0",
     "trainer.progress=false",
     "dataset.batch_size=4",
