@@ -158,10 +158,14 @@ def _bids_images(root: Path) -> list[Path]:
     return sorted(found)
 
 
-def load_bids(root: str | Path, modality: str | None = None) -> list[Sample]:
+def load_bids(
+    root: str | Path, modality: str | None = None, *, unlabelled: bool = False
+) -> list[Sample]:
     """Load a BIDS microscopy dataset (AxonDeepSeg convention) as sorted samples.
 
     `modality` (e.g. "TEM", "SEM"; case-insensitive) keeps only images with that suffix.
+    `unlabelled`: an image without a mask is a sample with ``mask=None`` (annotation) instead
+    of an error (simulation, where a missing mask would silently shrink the benchmark).
     """
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -193,7 +197,9 @@ def load_bids(root: str | Path, modality: str | None = None) -> list[Sample]:
             subject = image_path.parent.parent.parent.name
         label_dir = labels_root / image_path.parent.relative_to(root)
         samples.append(
-            _load_bids_sample(root, image_path, stem, subject, match["modality"], label_dir)
+            _load_bids_sample(
+                root, image_path, stem, subject, match["modality"], label_dir, unlabelled
+            )
         )
 
     if not samples:
@@ -203,11 +209,20 @@ def load_bids(root: str | Path, modality: str | None = None) -> list[Sample]:
 
 
 def _load_bids_sample(
-    root: Path, image_path: Path, stem: str, subject: str, modality: str, label_dir: Path
+    root: Path,
+    image_path: Path,
+    stem: str,
+    subject: str,
+    modality: str,
+    label_dir: Path,
+    unlabelled: bool = False,
 ) -> Sample:
     image = read_image(image_path)
     axonmyelin = _find_label(label_dir, stem, "axonmyelin")
-    if axonmyelin is not None:
+    no_label = not any(_find_label(label_dir, stem, k) for k in ("axonmyelin", "axon", "myelin"))
+    if unlabelled and no_label:
+        mask = None
+    elif axonmyelin is not None:
         raw = read_mask(axonmyelin)
         _check_same_size(image_path, image.shape, axonmyelin, raw.shape)
         mask = classes_from_axonmyelin(raw)
@@ -258,8 +273,11 @@ def _find_named(folder: Path, name: str) -> Path | None:
     return None
 
 
-def load_folder(root: str | Path) -> list[Sample]:
-    """Load the AxonDeepSeg legacy layout `<root>/<case>/{image,mask}.png` as sorted samples."""
+def load_folder(root: str | Path, *, unlabelled: bool = False) -> list[Sample]:
+    """Load the AxonDeepSeg legacy layout `<root>/<case>/{image,mask}.png` as sorted samples.
+
+    `unlabelled`: a case without a mask is a sample with ``mask=None`` instead of an error.
+    """
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"dataset.root folder not found: {root}")
@@ -275,11 +293,14 @@ def load_folder(root: str | Path) -> list[Sample]:
                     f"mask without an image: {mask_path} (expected {case_dir}/image.png)"
                 )
             continue
-        if mask_path is None:
+        if mask_path is None and not unlabelled:
             raise DataError(f"image has no mask: {image_path} (expected {case_dir}/mask.png)")
         image = read_image(image_path)
-        raw = read_mask(mask_path)
-        _check_same_size(image_path, image.shape, mask_path, raw.shape)
+        mask = None
+        if mask_path is not None:
+            raw = read_mask(mask_path)
+            _check_same_size(image_path, image.shape, mask_path, raw.shape)
+            mask = classes_from_axonmyelin(raw)
         pixel_size = None
         size_file = case_dir / "pixel_size_in_micrometer.txt"
         if size_file.is_file():
@@ -298,7 +319,7 @@ def load_folder(root: str | Path) -> list[Sample]:
                 case_dir.name,
                 subject,
                 image,
-                classes_from_axonmyelin(raw),
+                mask,
                 pixel_size,
                 str(image_path),
             )
@@ -312,6 +333,11 @@ def load_folder(root: str | Path) -> list[Sample]:
 
 
 # --------------------------------------------------------------------------- public datasets
+
+
+def is_bids(path: Path) -> bool:
+    """True if `path` holds BIDS microscopy images (`sub-*/[ses-*/]micr/`)."""
+    return path.is_dir() and bool(_bids_images(path))
 
 
 def _is_dataset_dir(path: Path, modality: str) -> bool:
@@ -396,10 +422,13 @@ def load_dataset(
     size: int = 128,
     n_subjects: int = 6,
     seed: int = 0,
+    unlabelled: bool = False,
 ) -> list[Sample]:
     """Load a dataset by config name ("tem", "sem", "folder", "synthetic"), sorted by id.
 
-    With `pixel_size`, samples with a known pixel size are resampled to it.
+    With `pixel_size`, samples with a known pixel size are resampled to it. A `folder` is
+    read as BIDS when it holds `sub-*/micr/` images, else in the legacy layout. `unlabelled`:
+    images without masks are kept with ``mask=None`` (for annotation).
     """
     key = str(name).lower()
     if key == "synthetic":
@@ -407,7 +436,8 @@ def load_dataset(
     elif key == "folder":
         if root is None:
             raise DataError("dataset.name=folder needs dataset.root=/path/to/folder/of/cases")
-        samples = load_folder(root)
+        load = load_bids if is_bids(Path(root).expanduser()) else load_folder
+        samples = load(root, unlabelled=unlabelled)
     elif key in DATASETS:
         samples = load_bids(locate_dataset(key, root), modality=DATASETS[key].modality)
     else:
