@@ -68,7 +68,8 @@ def log_round(logger: Logger | None, record: dict[str, Any], maps: list[str]) ->
     if logger is None:
         return
     metrics: dict[str, float] = {"n_labelled": record["n_labelled"], "round": record["round"]}
-    metrics.update({f"test/{k}": v for k, v in record["test"].items() if v is not None})
+    test = record.get("test") or {}
+    metrics.update({f"test/{k}": v for k, v in test.items() if v is not None})
     metrics["round/train_seconds"] = record["train_seconds"]
     metrics["round/acquire_seconds"] = record["acquire_seconds"]
     logger.log_metrics(metrics, step=record["round"])
