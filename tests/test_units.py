@@ -79,6 +79,7 @@ def test_a_tile_run_labels_exactly_the_picked_tiles(cfg_factory, tmp_path):
     assert len(r0["labelled"]) == 2 and all("@" in u for u in r0["labelled"])
     assert len(r0["selected"]) == 2 and set(r0["selected"]) <= set(saved["splits"]["pool"])
     assert r1["labelled"] == r0["labelled"] + r0["selected"]
+
     # the budget in pixels: edge tiles of the 128 px images are 48 x 32 or 32 x 32
     def pixels(units: list[str]) -> int:
         return sum(int(w) * int(h) for _, _, w, h in (u.split("@")[1].split(",") for u in units))
