@@ -101,6 +101,20 @@ def build_strategy(cfg: DictConfig) -> Strategy:
     return instantiate(params)
 
 
+def make_strategy(cfg: DictConfig) -> Strategy:
+    """The configured strategy; refused when it needs MC dropout and the network has none."""
+    strategy = build_strategy(cfg)
+    if strategy.needs_mc and (
+        cfg.model.get("dropout_placement") == "none" or not cfg.model.get("dropout_rate")
+    ):
+        raise ValueError(
+            f"strategy={strategy_label(cfg)} needs MC dropout, but model.dropout_placement="
+            f"{cfg.model.get('dropout_placement')} and model.dropout_rate="
+            f"{cfg.model.get('dropout_rate')} leave the network without dropout"
+        )
+    return strategy
+
+
 def strategy_label(cfg: DictConfig) -> str:
     return str(cfg.strategy.get("name") or cfg.strategy._target_.rsplit(".", 1)[-1].lower())
 
@@ -195,15 +209,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     check_config(cfg)
-    strategy = build_strategy(cfg)
-    if strategy.needs_mc and (
-        cfg.model.get("dropout_placement") == "none" or not cfg.model.get("dropout_rate")
-    ):
-        raise ValueError(
-            f"strategy={strategy_label(cfg)} needs MC dropout, but model.dropout_placement="
-            f"{cfg.model.get('dropout_placement')} and model.dropout_rate="
-            f"{cfg.model.get('dropout_rate')} leave the network without dropout"
-        )
+    strategy = make_strategy(cfg)
     if cfg.trainer.get("num_threads"):
         torch.set_num_threads(int(cfg.trainer.num_threads))
     samples = load_samples(cfg)
