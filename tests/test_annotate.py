@@ -212,3 +212,32 @@ def test_a_work_folder_of_another_task_is_refused_naming_both(tmp_path):
     annotate(annotate_cfg(tmp_path, "task=myelin", *overrides))
     with pytest.raises(CheckpointError, match="task=myelin.*task=axonmyelin"):
         annotate(annotate_cfg(tmp_path, "task=axonmyelin", *overrides))
+
+
+def test_a_bids_folder_reads_images_without_labels_as_unlabelled(tmp_path):
+    """BIDS: images without a derivatives/labels mask are the pool; predictions mirror the
+    BIDS folders, and the page names the derivatives file to save each mask as."""
+    root = tmp_path / "bids"
+    for j, s in enumerate(make_synthetic(n_images=3, size=64, n_subjects=3, seed=0)):
+        sub = f"sub-{j:02d}"
+        micr = root / sub / "micr"
+        micr.mkdir(parents=True)
+        stem = f"{sub}_sample-1_TEM"
+        Image.fromarray((s.image * 255).astype(np.uint8)).save(micr / f"{stem}.png")
+        (micr / f"{stem}.json").write_text('{"PixelSize": [0.1, 0.1], "PixelSizeUnits": "um"}')
+        if j == 0:
+            labels = root / "derivatives" / "labels" / sub / "micr"
+            labels.mkdir(parents=True)
+            grey = np.array([0, 127, 255], dtype=np.uint8)[s.mask]
+            Image.fromarray(grey).save(labels / f"{stem}_seg-axonmyelin-manual.png")
+    overrides = ("al.initial=1", "trainer.steps=2", "dataset.patch_size=32", "k=1")
+    r0 = annotate(annotate_cfg(root, *overrides))["rounds"][0]
+    assert r0["labelled"] == ["sub-00_sample-1_TEM"]
+    assert set(r0["scores"]) == {"sub-01_sample-1_TEM", "sub-02_sample-1_TEM"}
+    (pick,) = r0["suggestions"]
+    sub = pick["image"].split("_")[0]
+    assert pick["mask"] == str(
+        root / "derivatives/labels" / sub / "micr" / f"{pick['image']}_seg-axonmyelin-manual.png"
+    )
+    for stem in r0["scores"]:
+        check_predictions(root / "axal", f"{stem.split('_')[0]}/micr", stem, (64, 64))
