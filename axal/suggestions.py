@@ -36,8 +36,9 @@ body { font-family: system-ui, sans-serif; margin: 1.2em 2em; color: #222; max-w
 h1 { font-size: 1.35em; margin-bottom: 0.2em; } h2 { font-size: 1.1em; margin-top: 1.4em; }
 .meta { color: #555; font-size: 0.9em; } code { background: #f3f3f3; padding: 0 3px; }
 .cards { display: flex; flex-wrap: wrap; gap: 14px; }
-.card { border: 1px solid #ddd; border-radius: 6px; padding: 8px; width: 350px; }
-.card img { width: 350px; display: block; } .card p { margin: 4px 0; font-size: 0.85em; }
+.card { border: 1px solid #ddd; border-radius: 6px; padding: 6px; width: 252px; }
+.card img { width: 252px; display: block; } .card p { margin: 3px 0; font-size: 0.8em; }
+.card code { word-break: break-all; }
 .rank { font-weight: 600; font-size: 1.05em; }
 table { border-collapse: collapse; font-size: 0.85em; }
 td, th { border-bottom: 1px solid #ddd; padding: 3px 8px; text-align: left; }
@@ -53,20 +54,24 @@ def _number(value: float | None) -> str:
     return "" if value is None else f"{value:.3f}"
 
 
-def _card(row: dict[str, Any], predictions: dict[str, list[str]]) -> str:
+def _card(row: dict[str, Any], record: dict[str, Any]) -> str:
     score = "—" if row.get("score") is None else f"{row['score']:.4g}"
-    files = predictions.get(row["image"], [])
+    files = record.get("predictions", {}).get(row["image"], [])
     start = next((f for f in files if f.endswith("_seg-axonmyelin.png")), None)
+    figure = next(
+        (m for m in record.get("uncertainty_maps", []) if m.endswith(f"_{row['image']}.png")), None
+    )
     overlay = row.get("overlay")
     picture = f'<img src="{_e(overlay)}" alt="overlay of {_e(row["image"])}">' if overlay else ""
     start_link = f'<a href="{_e(start)}">{_e(Path(start).name)}</a>' if start else "—"
+    figure_link = f' · <a href="{_e(figure)}">prediction and uncertainty</a>' if figure else ""
     return (
         f'<div class="card">{picture}'
         f'<p><span class="rank">#{row["rank"]}</span> <b>{_e(row["image"])}</b></p>'
         f"<p>box x {row['x']}, y {row['y']}, {row['width']} x {row['height']} px · score "
-        f"{score} ({_e(row['strategy'])})</p>"
+        f"{score} ({_e(row['strategy'])}){figure_link}</p>"
         f"<p>start from: {start_link}</p>"
-        f"<p>save the corrected mask as:<br><code>{_e(row['mask'])}</code></p></div>"
+        f"<p>save the corrected mask as: <code>{_e(row['mask'])}</code></p></div>"
     )
 
 
@@ -105,7 +110,7 @@ def write_page(path: Path, state: dict[str, Any]) -> None:
             "annotating tiles.</li><li>Run the same <code>annotate.py</code> command again: "
             "it trains on the new masks and suggests the next ones.</li></ol>"
         )
-        cards = [_card(row, last.get("predictions", {})) for row in suggestions]
+        cards = [_card(row, last) for row in suggestions]
         parts.append(f"<div class='cards'>{''.join(cards)}</div>")
     else:
         parts.append("<p>Every image is labelled: nothing left to suggest.</p>")
