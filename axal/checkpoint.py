@@ -81,6 +81,10 @@ def load_model(path: str | Path, task: str | None = None) -> tuple[L.LightningMo
     ckpt = read(path)
     meta = ckpt[META_KEY]
     check_task(meta, task, path)
+    for part in ("net", "module"):  # a checkpoint names classes to build: only axal's own
+        target = str(meta.get(part, {}).get("_target_", ""))
+        if not target.startswith("axal."):
+            raise CheckpointError(f"{path}: its {part} is {target!r}, not an axal class")
     net = instantiate(meta["net"], classes=int(meta["n_classes"]))
     model = instantiate(meta["module"], net=net, n_classes=int(meta["n_classes"]))
     _load_state(model, ckpt, path)

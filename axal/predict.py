@@ -186,9 +186,12 @@ def predict(
         folder = path.parent if out is None else Path(out) / path.parent.relative_to(base)
         try:
             files = predict_image(model, meta, path, folder, mc_samples, pixel_size, seed)
-        except (DataError, OSError) as err:
-            log.error("%s", err)
-            result.failed[str(path)] = str(err)
+        except (DataError, OSError, RuntimeError, ValueError) as err:
+            if isinstance(err, CheckpointError):
+                raise  # the model, not the image: every image would fail alike
+            message = str(err) if str(path) in str(err) else f"{path}: {err}"
+            log.error("%s", message)
+            result.failed[str(path)] = message
             continue
         result.written[str(path)] = [str(f) for f in files]
         log.info("%s -> %s", path, files[0])

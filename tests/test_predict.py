@@ -93,6 +93,11 @@ def test_predict_refuses_another_task_and_foreign_files(sim_ckpt, tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
     with pytest.raises(CheckpointError, match="not an axal model checkpoint"):
         predict(tmp_path / "other.ckpt", tmp_path / "x.png")
+    ckpt = torch.load(sim_ckpt, map_location="cpu")
+    ckpt["axal"] = {**ckpt["axal"], "net": {"_target_": "os.system", "command": "true"}}
+    torch.save(ckpt, tmp_path / "evil.ckpt")
+    with pytest.raises(CheckpointError, match="'os.system', not an axal class"):
+        predict(tmp_path / "evil.ckpt", tmp_path / "x.png")
     (tmp_path / "text.ckpt").write_text("hello")
     with pytest.raises(CheckpointError, match="cannot read checkpoint .*text.ckpt"):
         predict(tmp_path / "text.ckpt", tmp_path / "x.png")
