@@ -3,7 +3,9 @@
 Lightning cannot nest a Trainer call inside a callback, so scoring is the plain torch loop of
 ``axal.acquisition.acquire``. The callback only moves ids between pools and records what it
 did (picks, scores, seconds, uncertainty figures); it does not train, and the loop does not
-score.
+score. In a simulation it labels its picks at once (the annotator reveals their ground truth);
+with ``reveal=False`` (real annotation) the picks stay in the pool until a person adds their
+masks. Without a test set the loop calls :meth:`AcquisitionCallback.score_and_pick` directly.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class AcquisitionCallback(L.Callback):
         tile_batch: int | None = None,
         min_distance: float = 0.0,
         progress: bool = True,
+        reveal: bool = True,
     ) -> None:
         self.strategy, self.per_round, self.mc_samples = strategy, per_round, mc_samples
         self.seed, self.round = seed, round_index
@@ -66,16 +69,23 @@ class AcquisitionCallback(L.Callback):
         self.n_fixed_maps, self.progress = n_fixed_maps, progress
         self.sample_chunk, self.tile_batch = sample_chunk, tile_batch
         self.min_distance = float(min_distance or 0.0)
+        self.reveal = reveal
         self.selected: list[str] = []
         self.scores: dict[str, float] = {}
         self.seconds = 0.0
         self.maps: list[str] = []
+        # small (prediction, uncertainty map) copies of the picked images, for figures
+        self.picked_maps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        dm = trainer.datamodule
+        self.score_and_pick(trainer.datamodule, pl_module)
+
+    def score_and_pick(self, dm: Any, pl_module: L.LightningModule) -> list[str]:
+        """Score the pool of ``dm`` with ``pl_module``'s network and pick ``per_round`` units
+        (labelled in ``dm`` at once when ``reveal``)."""
         pool = dm.pool_units()
         if not pool:
-            return
+            return []
         k = min(self.per_round, len(dm.unlabelled))
         fixed = sorted(pool)[: self.n_fixed_maps]
         kept: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -110,10 +120,12 @@ class AcquisitionCallback(L.Callback):
             on_image=keep,
         )
         self.seconds = time.perf_counter() - start
-        dm.label(selected)
+        if self.reveal:
+            dm.label(selected)
         self.selected = list(selected)
         self.scores = {i: float(v) for i, v in scores.items() if np.isfinite(v)}
         picked = list(dict.fromkeys(dm.units[u].image for u in selected))
+        self.picked_maps = {i: kept[i] for i in picked if i in kept}
         self.maps = self._save_maps(
             dm,
             kept,
@@ -121,6 +133,7 @@ class AcquisitionCallback(L.Callback):
             picked=set(picked),
             n_classes=int(getattr(pl_module.hparams, "n_classes", 2)),
         )
+        return self.selected
 
     def _save_maps(
         self, dm: Any, kept: dict, ids: list[str], picked: set[str], n_classes: int = 2

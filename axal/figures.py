@@ -111,3 +111,63 @@ def save_uncertainty_png(
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, buf.getvalue())
     return path
+
+
+def save_overlay_png(
+    path: str | Path,
+    image: np.ndarray,
+    boxes: list[tuple[float, float, float, float]],
+    uncertainty: np.ndarray | None = None,
+    title: str = "",
+    *,
+    measure: str = "uncertainty",
+) -> Path:
+    """The image with its uncertainty as a translucent heatmap and the suggested boxes.
+
+    What an annotator looks at before labelling a suggestion: where the model is unsure, and
+    which region (``boxes``: x, y, width, height in the pixels of ``image``) to label first.
+    The first box is the suggestion itself (solid), the others are more of the same batch.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    fig = Figure(figsize=(4.6, 4.3), dpi=80, layout="constrained")
+    ax = fig.subplots()
+    ax.imshow(np.asarray(image, dtype=np.float32), cmap="gray")
+    if uncertainty is not None:
+        from matplotlib import colormaps
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
+
+        unc = np.nan_to_num(np.asarray(uncertainty, dtype=np.float32))
+        top = float(unc.max()) if unc.size and unc.max() > 0 else 1.0
+        level = np.clip(unc / top, 0.0, 1.0)
+        heat = colormaps["inferno"](level)
+        heat[..., 3] = 0.85 * np.sqrt(level)  # certain pixels leave the image visible
+        ax.imshow(heat, interpolation="nearest")
+        shown = ScalarMappable(Normalize(0.0, top), cmap="inferno")
+        bar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03)
+        bar.ax.tick_params(labelsize=7)
+        bar.set_label("\n".join(textwrap.wrap(measure, 40)), fontsize=7)
+    for j, (x, y, w, h) in enumerate(boxes):
+        ax.add_patch(
+            Rectangle(
+                (x - 0.5, y - 0.5),
+                w,
+                h,
+                fill=False,
+                edgecolor="#00e5ff",
+                linewidth=2.0 if j == 0 else 1.0,
+                linestyle="-" if j == 0 else "--",
+            )
+        )
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=8)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, buf.getvalue())
+    return path

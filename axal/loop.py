@@ -1,13 +1,16 @@
 """The active-learning loop: rounds of train -> test -> acquire, recorded in results.json.
 
-One round trains a fresh U-Net (``al.reinit``) for ``trainer.steps`` optimizer steps on the
-labelled units (``axal.training``: collapsed models are retrained), evaluates it on the test
-set, and lets the :class:`AcquisitionCallback` label the best-scored pool units.
-After every round ``results.json`` and the round's checkpoint are written atomically, so a run
-killed in round k loses at most round k and ``resume=<run dir>`` continues from there. Every
-random choice of round r is seeded from ``(seed, r)`` alone: a resumed run makes the same
-choices as an uninterrupted one, and every strategy starts from the same split, initial set and
-initial weights for a given seed (comparisons are paired by seed).
+One round (:func:`active_round`, shared with real annotation in ``axal.annotate``) trains a
+fresh U-Net or fine-tunes the last one (``al.reinit``) for a fixed number of optimizer steps on
+the labelled units (``axal.training``: collapsed models are retrained), evaluates it on the test
+set when there is one, and lets the :class:`AcquisitionCallback` pick the best-scored pool
+units. In this simulation the annotator reveals the picks' ground-truth masks at once; in real
+annotation a person adds mask files between runs. After every round ``results.json`` and the
+round's checkpoint are written atomically, so a run killed in round k loses at most round k and
+``resume=<run dir>`` continues from there. Every random choice of round r is seeded from
+``(seed, r)`` alone: a resumed run makes the same choices as an uninterrupted one, and every
+strategy starts from the same split, initial set and initial weights for a given seed
+(comparisons are paired by seed).
 
 A run holds its folder's lock (:mod:`axal.rundir`) from start to end. A resume must keep every
 setting that alters the experiment (only speed and logging settings may change, and
@@ -22,6 +25,7 @@ import datetime as dt
 import io
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +38,8 @@ from omegaconf import DictConfig, OmegaConf
 from axal.acquisition import Strategy
 from axal.atomic import atomic_write, atomic_write_json
 from axal.callbacks import AcquisitionCallback
+from axal.checkpoint import describe as describe_model
+from axal.checkpoint import load_weights
 from axal.data import check_foreground, load_dataset, split_by_subject
 from axal.errors import ConfigError
 from axal.networks import PLACEMENTS
@@ -46,7 +52,7 @@ from axal.rundir import (
     write_config,
 )
 from axal.tracking import finish, log_round, make_logger
-from axal.training import describe, fit_round, make_trainer
+from axal.training import RoundFit, describe, fit_round, make_trainer
 
 log = logging.getLogger("axal")
 RESULTS = "results.json"
@@ -100,14 +106,34 @@ def is_full(cfg: DictConfig) -> bool:
 
 
 def build_model(cfg: DictConfig, n_classes: int) -> L.LightningModule:
+    """A fresh model that will save what predictions need into its checkpoints."""
     net = instantiate(cfg.model.net, classes=n_classes)
-    return instantiate(cfg.model.module, net=net, n_classes=n_classes)
+    model = instantiate(cfg.model.module, net=net, n_classes=n_classes)
+    model.meta = describe_model(cfg)
+    return model
 
 
 def build_strategy(cfg: DictConfig) -> Strategy:
     params = OmegaConf.to_container(cfg.strategy, resolve=True)
     params.pop("name", None)
     return instantiate(params)
+
+
+def make_strategy(cfg: DictConfig) -> Strategy:
+    """The configured strategy; refused when it needs MC dropout and the network has none."""
+    try:
+        strategy = build_strategy(cfg)
+    except InstantiationException as err:
+        raise ConfigError(f"strategy={strategy_label(cfg)}: {err.__cause__ or err}") from err
+    if strategy.needs_mc and (
+        cfg.model.get("dropout_placement") == "none" or not cfg.model.get("dropout_rate")
+    ):
+        raise ConfigError(
+            f"strategy={strategy_label(cfg)} needs MC dropout, but model.dropout_placement="
+            f"{cfg.model.get('dropout_placement')} and model.dropout_rate="
+            f"{cfg.model.get('dropout_rate')} leave the network without dropout"
+        )
+    return strategy
 
 
 def strategy_label(cfg: DictConfig) -> str:
@@ -217,18 +243,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         check_config(cfg)
     except ValueError as err:  # check_config names the setting
         raise ConfigError(str(err)) from err
-    try:
-        strategy = build_strategy(cfg)
-    except InstantiationException as err:
-        raise ConfigError(f"strategy={strategy_label(cfg)}: {err.__cause__ or err}") from err
-    if strategy.needs_mc and (
-        cfg.model.get("dropout_placement") == "none" or not cfg.model.get("dropout_rate")
-    ):
-        raise ConfigError(
-            f"strategy={strategy_label(cfg)} needs MC dropout, but model.dropout_placement="
-            f"{cfg.model.get('dropout_placement')} and model.dropout_rate="
-            f"{cfg.model.get('dropout_rate')} leave the network without dropout"
-        )
+    strategy = make_strategy(cfg)
     resume = cfg.get("resume")
     if resume:
         run_dir = check_resume_dir(resume)
@@ -306,7 +321,7 @@ def _run_locked(cfg: DictConfig, run_dir: Path, strategy: Strategy, resume: bool
     )
     status = "failed"
     try:
-        _rounds(cfg, run_dir, dm, strategy, results, n_classes, logger)
+        _rounds(cfg, run_dir, dm, strategy, results, logger)
         status = "success"
     finally:
         finish(logger, status)
@@ -322,21 +337,27 @@ def per_round(cfg: DictConfig, round_index: int) -> int:
     return int(value)
 
 
-def round_steps(cfg: DictConfig, round_index: int) -> int:
-    """Optimizer steps of a round: ``trainer.finetune_steps`` when fine-tuning after round 0."""
+def round_steps(cfg: DictConfig, fine_tune: bool) -> int:
+    """Optimizer steps of a round: ``trainer.finetune_steps`` when it fine-tunes a model."""
     finetune = cfg.trainer.get("finetune_steps")
-    if round_index > 0 and not cfg.al.reinit and finetune:
+    if fine_tune and finetune:
         return int(finetune)
     return int(cfg.trainer.steps)
 
 
 def _acquisition_callback(
-    cfg: DictConfig, strategy: Strategy, run_dir: Path, round_index: int
+    cfg: DictConfig,
+    strategy: Strategy,
+    run_dir: Path,
+    round_index: int,
+    k: int | None = None,
+    reveal: bool = True,
 ) -> AcquisitionCallback:
-    """The callback that scores the pool after round ``round_index``'s test."""
+    """The callback that picks ``k`` units (default ``al.per_round``) after round's test;
+    ``reveal`` labels them at once (simulation), else they wait for a person's masks."""
     return AcquisitionCallback(
         strategy,
-        per_round=per_round(cfg, round_index),
+        per_round=per_round(cfg, round_index) if k is None else max(k, 1),
         mc_samples=cfg.al.mc_samples,
         seed=cfg.seed,
         round_index=round_index,
@@ -346,6 +367,7 @@ def _acquisition_callback(
         tile_batch=cfg.al.get("tile_batch"),
         min_distance=cfg.al.get("min_distance", 0),
         progress=cfg.trainer.get("progress", True),
+        reveal=reveal,
     )
 
 
@@ -372,7 +394,7 @@ def _reopen_last_round(
         )
     L.seed_everything(round_seed(cfg.seed, r), workers=True, verbose=False)
     model = build_model(cfg, n_classes)
-    model.load_state_dict(torch.load(ckpt, map_location="cpu")["state_dict"])
+    load_weights(model, ckpt, str(cfg.task))
     callback = _acquisition_callback(cfg, strategy, run_dir, r)
     trainer = make_trainer(cfg, int(last.get("steps") or 1), [callback], has_val=False)
     trainer.test(model, datamodule=dm, verbose=False)
@@ -385,59 +407,115 @@ def _reopen_last_round(
     results["finished"] = False
 
 
+@dataclass
+class Round:
+    """One round's outcome: its record (JSON-ready), the trained model and the acquisition."""
+
+    record: dict[str, Any]
+    fit: RoundFit
+    acquisition: AcquisitionCallback
+
+
+def active_round(
+    cfg: DictConfig,
+    dm: ActiveDataModule,
+    strategy: Strategy,
+    round_index: int,
+    k: int,
+    run_dir: Path,
+    checkpoint: Path,
+    previous: Path | None = None,
+    reveal: bool = True,
+) -> Round:
+    """One round, shared by the simulation and real annotation.
+
+    Trains a new model on ``dm``'s labelled units, or fine-tunes the ``previous`` checkpoint
+    (``trainer.finetune_steps``); tests it when ``dm`` has a test set; scores the pool and
+    picks ``k`` units (none when ``k`` is 0); saves the model to ``checkpoint``. ``reveal``
+    (simulation) labels the picks in ``dm``; otherwise they stay in the pool until a person
+    labels them.
+    """
+    r = round_index
+
+    def make_model() -> L.LightningModule:
+        model = build_model(cfg, dm.n_classes)
+        if previous is not None:
+            load_weights(model, previous, str(cfg.task))
+        return model
+
+    k = min(k, len(dm.unlabelled))
+    callback = _acquisition_callback(cfg, strategy, run_dir, r, k=k, reveal=reveal)
+    labelled = list(dm.labelled)
+    labelled_pixels = dm.labelled_pixels()
+    seed = round_seed(cfg.seed, r)
+    steps = round_steps(cfg, previous is not None)
+    fit = fit_round(cfg, dm, make_model, seed, steps, [callback] if k and dm.test else [])
+    model, trainer = fit.model, fit.trainer
+    train_loss = _float(trainer.callback_metrics.get("train_loss"))
+    if dm.test:
+        trainer.test(model, datamodule=dm, verbose=False)  # the callback picks at its end
+    elif k:
+        callback.score_and_pick(dm, model)
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    trainer.save_checkpoint(checkpoint)
+    pool_pixels = dm.train_pixels()
+    record = {
+        "round": r,
+        "seed": seed,
+        "n_labelled": len(labelled),
+        "labelled_pixels": labelled_pixels,
+        "labelled_fraction": labelled_pixels / max(1, pool_pixels),
+        "labelled": labelled,
+        "selected": callback.selected,
+        "scores": callback.scores,
+        "test": model.test_metrics if dm.test else None,
+        "train_loss": train_loss,
+        **describe(fit),
+        "fine_tuned_from": None if previous is None else _relative(previous, run_dir),
+        "checkpoint": _relative(checkpoint, run_dir),
+        "train_seconds": round(fit.seconds, 3),
+        "acquire_seconds": round(callback.seconds, 3),
+        "uncertainty_maps": [_relative(Path(p), run_dir) for p in callback.maps],
+    }
+    return Round(record, fit, callback)
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return str(Path(path).relative_to(base))
+    except ValueError:
+        return str(path)
+
+
 def _rounds(
     cfg: DictConfig,
     run_dir: Path,
     dm: ActiveDataModule,
     strategy: Strategy,
     results: dict[str, Any],
-    n_classes: int,
     logger: Any,
 ) -> None:
     ckpt_dir = run_dir / "checkpoints"
     ckpt_dir.mkdir(exist_ok=True)
     start = len(results["rounds"])
     for r in range(start, cfg.al.rounds):
-
-        def make_model(r: int = r) -> L.LightningModule:
-            model = build_model(cfg, n_classes)
-            if r > 0 and not cfg.al.reinit:
-                state = torch.load(ckpt_dir / f"round-{r - 1}.ckpt", map_location="cpu")
-                model.load_state_dict(state["state_dict"])
-            return model
-
         last = r == cfg.al.rounds - 1 or not dm.unlabelled
-        callback = _acquisition_callback(cfg, strategy, run_dir, r)
-        labelled = list(dm.labelled)
-        labelled_pixels = dm.labelled_pixels()
-        fit = fit_round(
+        fine_tune = r > 0 and not cfg.al.reinit
+        done = active_round(
             cfg,
             dm,
-            make_model,
-            round_seed(cfg.seed, r),
-            round_steps(cfg, r),
-            [] if last else [callback],
+            strategy,
+            r,
+            k=0 if last else per_round(cfg, r),
+            run_dir=run_dir,
+            checkpoint=ckpt_dir / f"round-{r}.ckpt",
+            previous=ckpt_dir / f"round-{r - 1}.ckpt" if fine_tune else None,
         )
-        model, trainer = fit.model, fit.trainer
-        train_loss = _float(trainer.callback_metrics.get("train_loss"))
-        trainer.test(model, datamodule=dm, verbose=False)
-        record = {
-            "round": r,
-            "n_labelled": len(labelled),
-            "labelled_pixels": labelled_pixels,
-            "labelled_fraction": labelled_pixels / max(1, results["pool_pixels"]),
-            "labelled": labelled,
-            "selected": callback.selected,
-            "scores": callback.scores,
-            "test": model.test_metrics,
-            "train_loss": train_loss,
-            **describe(fit),
-            "train_seconds": round(fit.seconds, 3),
-            "acquire_seconds": round(callback.seconds, 3),
-            "uncertainty_maps": [str(Path(p).relative_to(run_dir)) for p in callback.maps],
-        }
-        # checkpoint first, then the results that point at it, then drop the older checkpoint
-        trainer.save_checkpoint(ckpt_dir / f"round-{r}.ckpt")
+        record, fit, callback = done.record, done.fit, done.acquisition
+        for key in ("checkpoint", "fine_tuned_from"):  # only the last checkpoint is kept
+            record.pop(key)
+        # checkpoint first (active_round), then the results that point at it, then drop the
+        # older checkpoint
         results["rounds"].append(record)
         results["finished"] = last
         atomic_write_json(run_dir / RESULTS, results)
@@ -446,13 +524,14 @@ def _rounds(
             if old.name != f"round-{r}.ckpt":
                 old.unlink()
         log_round(logger, record, callback.maps)
+        test_dice = record["test"]["dice"] if record["test"] else float("nan")
         log.info(
             "round %d | labelled %d (%.1f%% of pixels) | test dice %.4f | train %.1fs "
             "(%d steps, %d restarts) | acquire %.1fs | picked %s",
             r,
-            len(labelled),
+            len(record["labelled"]),
             100 * record["labelled_fraction"],
-            record["test"]["dice"],
+            test_dice,
             fit.seconds,
             fit.steps,
             fit.restarts,

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from axal.checkpoint import META_KEY
 from axal.pools import IGNORE
 from axal.tiling import sliding_window
 
@@ -125,6 +126,15 @@ class SegModel(L.LightningModule):
         self._losses: list[torch.Tensor] = []
         self.loss_history: list[float] = []
         self.test_metrics: dict[str, Any] = {}
+        # what predictions need besides the weights (axal.checkpoint.describe); saved with them
+        self.meta: dict[str, Any] | None = None
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.meta is not None:
+            checkpoint[META_KEY] = self.meta
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.meta = checkpoint.get(META_KEY, self.meta)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

@@ -227,7 +227,8 @@ class ActiveDataModule(L.LightningDataModule):
         samples = list(samples)
         self.samples = {s.id: s for s in samples}
         self.images = {s.id: s.image.astype(np.float32) for s in samples}
-        self.masks = {s.id: task_mask(s.mask, task) for s in samples}
+        # images without a mask (mask=None: real annotation) may only sit in the pool
+        self.masks = {s.id: task_mask(s.mask, task) for s in samples if s.mask is not None}
         self.shapes = {i: im.shape for i, im in self.images.items()}
         self.test = list(splits.get("test", []))
         self.val = list(splits.get("val", []))
@@ -237,12 +238,18 @@ class ActiveDataModule(L.LightningDataModule):
         self.labelled = list(splits.get("initial", []))
         self.unlabelled = list(splits.get("pool", []))
         self.units = {u: self._unit(u) for u in self.labelled + self.unlabelled}
+        self._check_masks(self.test + self.val + [self.units[u].image for u in self.labelled])
 
     def _unit(self, unit_id: str) -> Unit:
         try:
             return Unit.parse(unit_id, self.shapes)
         except ValueError as err:
             raise ValueError(f"split names a unit that the dataset lacks: {err}") from None
+
+    def _check_masks(self, image_ids: Iterable[str]) -> None:
+        missing = sorted({i for i in image_ids if i not in self.masks})
+        if missing:
+            raise ValueError(f"images without a mask cannot be labelled or tested: {missing[:5]}")
 
     @property
     def n_classes(self) -> int:
@@ -256,6 +263,7 @@ class ActiveDataModule(L.LightningDataModule):
             raise KeyError(f"not in the unlabelled pool: {missing}")
         if len(set(ids)) != len(ids):
             raise ValueError(f"duplicate ids in {ids}")
+        self._check_masks(self.units[i].image for i in ids)
         chosen = set(ids)
         self.unlabelled = [i for i in self.unlabelled if i not in chosen]
         self.labelled.extend(ids)
@@ -281,6 +289,7 @@ class ActiveDataModule(L.LightningDataModule):
                     raise ValueError(f"saved pool {key!r}: {err} (the dataset lacks it)") from None
         for key in ("labelled", "unlabelled", "test", "val"):
             setattr(self, key, list(state[key]))
+        self._check_masks(self.test + self.val + [self.units[u].image for u in self.labelled])
 
     # ------------------------------------------------------------------ what a strategy sees
 

@@ -89,9 +89,8 @@ def log_round(logger: Logger | None, record: dict[str, Any], maps: list[str]) ->
     metrics: dict[str, float] = {"n_labelled": record["n_labelled"], "round": record["round"]}
     if record.get("labelled_fraction") is not None:
         metrics["labelled_fraction"] = record["labelled_fraction"]
-    metrics.update(
-        {f"test/{k}": v for k, v in record["test"].items() if isinstance(v, (int, float))}
-    )
+    test = record.get("test") or {}  # a real annotation round has no test set
+    metrics.update({f"test/{k}": v for k, v in test.items() if isinstance(v, (int, float))})
     metrics["round/restarts"] = record.get("restarts", 0)
     metrics["round/train_seconds"] = record["train_seconds"]
     metrics["round/acquire_seconds"] = record["acquire_seconds"]

@@ -33,7 +33,8 @@ def test_every_round_trains_exactly_the_configured_steps(cfg_factory, tmp_path, 
         return fit
 
     monkeypatch.setattr(loop, "fit_round", spy)
-    saved = loop.run(cfg_factory("strategy=random", "al.rounds=3", "trainer.steps=5"), tmp_path)
+    cfg = cfg_factory("strategy=random", "al.rounds=3", "trainer.steps=5", "al.reinit=true")
+    saved = loop.run(cfg, tmp_path)
     assert [n for n, _ in seen] == [2, 3, 4]  # the labelled set grows ...
     assert [g for _, g in seen] == [5, 5, 5]  # ... the optimizer steps do not
     assert [r["steps"] for r in saved["rounds"]] == [5, 5, 5]

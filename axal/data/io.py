@@ -28,12 +28,12 @@ class DataError(AxalError, ValueError):
 
 @dataclass
 class Sample:
-    """One labelled image, already normalised (see module docstring)."""
+    """One image and its labels, already normalised (see module docstring)."""
 
     id: str
     subject: str
     image: np.ndarray  # float32, HxW, [0, 1]
-    mask: np.ndarray  # uint8, HxW, 0 background / 1 myelin / 2 axon
+    mask: np.ndarray | None  # uint8, HxW, 0 background / 1 myelin / 2 axon; None: unlabelled
     pixel_size: float | None  # micrometres per pixel
     path: str
 
@@ -222,9 +222,10 @@ def resample(sample: Sample, pixel_size: float) -> Sample:
         return replace(sample, pixel_size=target)
     img = Image.fromarray(np.ascontiguousarray(sample.image, dtype=np.float32))
     img = img.resize((new_w, new_h), Image.Resampling.BILINEAR)
-    msk = Image.fromarray(np.ascontiguousarray(sample.mask, dtype=np.uint8))
-    msk = msk.resize((new_w, new_h), Image.Resampling.NEAREST)
     image = np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
-    return replace(
-        sample, image=image, mask=np.asarray(msk, dtype=np.uint8).copy(), pixel_size=target
-    )
+    mask = None
+    if sample.mask is not None:
+        msk = Image.fromarray(np.ascontiguousarray(sample.mask, dtype=np.uint8))
+        msk = msk.resize((new_w, new_h), Image.Resampling.NEAREST)
+        mask = np.asarray(msk, dtype=np.uint8).copy()
+    return replace(sample, image=image, mask=mask, pixel_size=target)

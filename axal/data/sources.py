@@ -191,12 +191,15 @@ def load_bids(
     task: str | None = "myelin",
     mask_encoding: str = "auto",
     bit_depth: int | None = None,
+    unlabelled: bool = False,
 ) -> list[Sample]:
     """Load a BIDS microscopy dataset (AxonDeepSeg convention) as sorted samples.
 
     `modality` (e.g. "TEM", "SEM"; case-insensitive) keeps only images with that suffix.
     `task`, `mask_encoding` and `bit_depth` say how masks and images are read
     (:mod:`axal.data.masks`, :func:`axal.data.read_image`).
+    `unlabelled`: an image without a mask is a sample with ``mask=None`` (annotation) instead
+    of an error (simulation, where a missing mask would silently shrink the benchmark).
     """
     check_encoding(mask_encoding)
     reading = _Reading(task, mask_encoding, bit_depth)
@@ -231,7 +234,7 @@ def load_bids(
         label_dir = labels_root / image_path.parent.relative_to(root)
         samples.append(
             _load_bids_sample(
-                root, image_path, stem, subject, match["modality"], label_dir, reading
+                root, image_path, stem, subject, match["modality"], label_dir, reading, unlabelled
             )
         )
 
@@ -250,10 +253,14 @@ def _load_bids_sample(
     modality: str,
     label_dir: Path,
     reading: _Reading,
+    unlabelled: bool = False,
 ) -> Sample:
     image = reading.image(image_path)
     axonmyelin = _find_label(label_dir, stem, "axonmyelin")
-    if axonmyelin is not None:
+    no_label = not any(_find_label(label_dir, stem, k) for k in ("axonmyelin", "axon", "myelin"))
+    if unlabelled and no_label:
+        mask = None
+    elif axonmyelin is not None:
         raw = read_mask(axonmyelin)
         _check_same_size(image_path, image.shape, axonmyelin, raw.shape)
         mask = reading.mask(axonmyelin, raw)
@@ -312,10 +319,12 @@ def load_folder(
     task: str | None = "myelin",
     mask_encoding: str = "auto",
     bit_depth: int | None = None,
+    unlabelled: bool = False,
 ) -> list[Sample]:
     """Load the AxonDeepSeg legacy layout `<root>/<case>/{image,mask}.png` as sorted samples.
 
-    `task`, `mask_encoding` and `bit_depth`: as for :func:`load_bids`.
+    `task`, `mask_encoding` and `bit_depth`: as for :func:`load_bids`. `unlabelled`: a case
+    without a mask is a sample with ``mask=None`` instead of an error.
     """
     check_encoding(mask_encoding)
     reading = _Reading(task, mask_encoding, bit_depth)
@@ -334,12 +343,14 @@ def load_folder(
                     f"mask without an image: {mask_path} (expected {case_dir}/image.png)"
                 )
             continue
-        if mask_path is None:
+        if mask_path is None and not unlabelled:
             raise DataError(f"image has no mask: {image_path} (expected {case_dir}/mask.png)")
         image = reading.image(image_path)
-        raw = read_mask(mask_path)
-        _check_same_size(image_path, image.shape, mask_path, raw.shape)
-        mask = reading.mask(mask_path, raw)
+        mask = None
+        if mask_path is not None:
+            raw = read_mask(mask_path)
+            _check_same_size(image_path, image.shape, mask_path, raw.shape)
+            mask = reading.mask(mask_path, raw)
         pixel_size = None
         size_file = case_dir / "pixel_size_in_micrometer.txt"
         if size_file.is_file():
@@ -373,6 +384,11 @@ def load_folder(
 
 
 # --------------------------------------------------------------------------- public datasets
+
+
+def is_bids(path: Path) -> bool:
+    """True if `path` holds BIDS microscopy images (`sub-*/[ses-*/]micr/`)."""
+    return path.is_dir() and bool(_bids_images(path))
 
 
 def _is_dataset_dir(path: Path, modality: str) -> bool:
@@ -460,11 +476,14 @@ def load_dataset(
     task: str | None = "myelin",
     mask_encoding: str = "auto",
     bit_depth: int | None = None,
+    unlabelled: bool = False,
 ) -> list[Sample]:
     """Load a dataset by config name ("tem", "sem", "folder", "synthetic"), sorted by id.
 
     With `pixel_size`, samples with a known pixel size are resampled to it. `task`,
-    `mask_encoding` and `bit_depth` say how files are read (see :func:`load_bids`).
+    `mask_encoding` and `bit_depth` say how files are read (see :func:`load_bids`). A `folder`
+    is read as BIDS when it holds `sub-*/micr/` images, else in the legacy layout.
+    `unlabelled`: images without masks are kept with ``mask=None`` (for annotation).
     """
     key = str(name).lower()
     reading = {"task": task, "mask_encoding": mask_encoding, "bit_depth": bit_depth}
@@ -473,7 +492,8 @@ def load_dataset(
     elif key == "folder":
         if root is None:
             raise DataError("dataset.name=folder needs dataset.root=/path/to/folder/of/cases")
-        samples = load_folder(root, **reading)
+        load = load_bids if is_bids(Path(root).expanduser()) else load_folder
+        samples = load(root, **reading, unlabelled=unlabelled)
     elif key in DATASETS:
         samples = load_bids(locate_dataset(key, root), modality=DATASETS[key].modality, **reading)
     else:

@@ -1,0 +1,34 @@
+"""Annotate your own images: ``python annotate.py dataset.root=<folder> k=4``.
+
+Each run is one round of active learning on the folder: it trains on the images that have
+masks (or fine-tunes the last round's model), suggests the ``k`` images or regions to
+annotate next, and writes predicted masks (AxonDeepSeg's names and values) to start from.
+Add masks for the suggestions and run the same command again. See axal/annotate.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+log = logging.getLogger("axal")
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="annotate")
+def main(cfg: DictConfig) -> None:
+    from axal.annotate import annotate
+    from axal.checkpoint import CheckpointError
+    from axal.data import DataError
+
+    try:
+        annotate(cfg)
+    except (DataError, CheckpointError) as err:  # bad input: the message says what to do
+        log.error("%s", err)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

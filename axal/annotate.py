@@ -1,0 +1,404 @@
+"""Real annotation: the active-learning loop on a lab's own images, one round per run.
+
+``python annotate.py dataset.root=<folder>`` reads a folder (AxonDeepSeg's legacy layout or
+BIDS) in which some images have masks, trains on them (round 0 from scratch for
+``trainer.steps``; later rounds fine-tune the previous model for ``trainer.finetune_steps``, or
+retrain with ``al.reinit=true``), scores every image without a mask (or every unlabelled tile)
+with the strategy, and suggests ``k`` to annotate next, with a predicted mask for every image
+not yet labelled. The round is the simulation's own (:func:`axal.loop.active_round`): only
+where labels come from (mask files, not hidden ground truth) and what comes out differ.
+
+The work folder (``annotate.out``, default ``<root>/axal``) keeps the state between runs::
+
+    rounds.json          every round: labelled units, mask digests, checkpoint, seed, the
+                         scores of every pool unit and the suggestions they chose
+    checkpoints/round-<k>.ckpt
+    suggestions.csv      the latest suggestions: rank, image, x, y, width, height, score, strategy
+    overlays/            one PNG per suggestion: the image, its uncertainty, the box
+    maps/                image | prediction | uncertainty of each suggested image
+    predictions/         AxonDeepSeg masks of every image not wholly labelled (input's folders)
+    annotate.html        the page that shows all of it
+
+Rerunning continues: masks that are new or changed since the last round (by content) start a
+new round; without any, the last suggestions stand (``annotate.force=true`` trains anyway). A
+suggestion left unlabelled stays in the pool, and a mask that disappeared returns its image to
+the pool.
+
+Tiles (``al.unit=tile``): a suggestion is a box. The annotator saves a mask of the whole image
+(corrected at least inside the box), but only the boxes suggested for that image count as
+labelled; the rest of the image stays in the pool and out of the loss. A mask added for an
+image that was never suggested counts whole.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from axal.adsfiles import (
+    file_hash,
+    image_stem,
+    manual_masks,
+    mask_target,
+    write_prediction,
+)
+from axal.atomic import atomic_write_json
+from axal.callbacks import _shrink
+from axal.checkpoint import CheckpointError
+from axal.data import DataError, Sample, load_dataset, resample
+from axal.figures import save_overlay_png
+from axal.loop import active_round, check_config, make_strategy, strategy_label
+from axal.pools import ActiveDataModule, Unit, image_units
+from axal.predict import segment
+from axal.suggestions import write_page, write_suggestions_csv
+
+log = logging.getLogger("axal")
+RECORD = "rounds.json"
+CONTRACT = ("task", "unit", "tile_size", "pixel_size")  # what a work folder cannot change
+
+
+def work_dir(cfg: DictConfig) -> Path:
+    """``annotate.out`` (``<dataset.root>/axal`` in conf/annotate.yaml)."""
+    out = cfg.get("annotate", {}).get("out")
+    return Path(out).expanduser() if out else Path(cfg.dataset.root).expanduser() / "axal"
+
+
+@dataclass
+class Folder:
+    """A lab's images at the model's pixel size, their own sizes, and their masks' digests."""
+
+    root: Path
+    samples: list[Sample]
+    sizes: dict[str, tuple[int, int]]  # image id -> (H, W) of the image file
+    paths: dict[str, Path]
+    masks: dict[str, str]  # labelled image id -> digest of its mask files
+
+    def rel(self, image_id: str) -> Path:
+        """The image's folder relative to the root (outputs mirror the input's layout)."""
+        return self.paths[image_id].parent.relative_to(self.root)
+
+
+def read_folder(
+    root: Path, pixel_size: float | None, task: str = "axonmyelin", mask_encoding: str = "auto"
+) -> Folder:
+    """Every image of ``root``, labelled or not; masks are decoded and checked as the
+    simulation's loaders do (:mod:`axal.data.masks`: wrong values are refused, naming them)."""
+    samples = load_dataset(
+        "folder",
+        root=str(root),
+        pixel_size=None,
+        unlabelled=True,
+        task=task,
+        mask_encoding=mask_encoding,
+    )
+    masks = {}
+    for s in samples:
+        if s.mask is None:
+            continue
+        masks[s.id] = file_hash(list(manual_masks(root, s.path).values()))
+    sizes = {s.id: (int(s.image.shape[0]), int(s.image.shape[1])) for s in samples}
+    paths = {s.id: Path(s.path) for s in samples}
+    if pixel_size is not None:
+        unknown = [s.id for s in samples if s.pixel_size is None]
+        if unknown:
+            log.warning(
+                "no pixel size for %d images (e.g. %s): used at their own scale",
+                len(unknown),
+                unknown[0],
+            )
+        samples = [resample(s, pixel_size) for s in samples]
+    return Folder(root, samples, sizes, paths, masks)
+
+
+def labelled_units(
+    units: dict[str, list[str]],
+    masked: set[str],
+    previous: list[str],
+    suggested: set[str],
+) -> list[str]:
+    """The units that count as labelled, given which images have masks now.
+
+    Units labelled before stay labelled while their image keeps its mask. An image with a new
+    mask adds the units suggested for it, or all of its units when none ever was (a whole
+    image annotated on the lab's own initiative). Order: the previous ones, then by image.
+    """
+    owner = {u: i for i, us in units.items() for u in us}
+    out = [u for u in previous if owner.get(u) in masked]
+    seen = set(out)
+    for image in sorted(masked):
+        own = [u for u in units[image] if u in seen]
+        chosen = [u for u in units[image] if u in suggested]
+        for u in chosen if own or chosen else units[image]:
+            if u not in seen:
+                out.append(u)
+                seen.add(u)
+    return out
+
+
+def _new_state(cfg: DictConfig, root: Path) -> dict[str, Any]:
+    unit = str(cfg.al.get("unit", "image"))
+    return {
+        "kind": "axal annotate",
+        "root": str(root),
+        "task": str(cfg.task),
+        "unit": unit,
+        "tile_size": int(cfg.al.tile_size) if unit == "tile" else None,
+        "pixel_size": cfg.dataset.get("pixel_size"),
+        "rounds": [],
+    }
+
+
+def load_state(out: Path, cfg: DictConfig, root: Path) -> dict[str, Any]:
+    """rounds.json of the work folder, or a new state; refuses a change of task or unit."""
+    fresh = _new_state(cfg, root)
+    path = out / RECORD
+    if not path.is_file():
+        return fresh
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path} is not readable ({err}): move it aside to start over") from err
+    for key in CONTRACT:
+        if state.get(key) != fresh[key]:
+            error = CheckpointError if key == "task" else DataError
+            setting = {"unit": "al.unit", "tile_size": "al.tile_size"}.get(key, key)
+            setting = "dataset.pixel_size" if key == "pixel_size" else setting
+            raise error(
+                f"the work folder {out} holds rounds with {setting}={state.get(key)} (its "
+                f"models were trained for that), but this command asks for "
+                f"{setting}={fresh[key]}: use {setting}={state.get(key)}, or another "
+                "annotate.out to start over"
+            )
+    return state
+
+
+def _check_enough(folder: Folder, needed: int) -> None:
+    """A clear message when too few images are labelled to train a first model."""
+    have = len(folder.masks)
+    if have >= needed:
+        return
+    example = next((p for i, p in sorted(folder.paths.items()) if i not in folder.masks), None)
+    where = f" e.g. {mask_target(folder.root, example)}" if example is not None else ""
+    lower = f", or set al.initial={have} to start with fewer" if have else ""
+    raise DataError(
+        f"{folder.root}: {have} of {len(folder.paths)} images have a mask, but annotate needs at "
+        f"least {needed} (al.initial={needed}) to train a first model. Annotate "
+        f"{needed - have} more:{where} (0 background, 127 myelin, 255 axon){lower}"
+    )
+
+
+def _box(unit: Unit, model_shape: tuple[int, int], size: tuple[int, int]) -> list[int]:
+    """A unit's box (x, y, width, height) in the pixels of the image file."""
+    if unit.whole:
+        return [0, 0, size[1], size[0]]
+    sy, sx = size[0] / model_shape[0], size[1] / model_shape[1]
+    x0, y0 = round(unit.x * sx), round(unit.y * sy)
+    x1, y1 = round((unit.x + unit.w) * sx), round((unit.y + unit.h) * sy)
+    return [x0, y0, x1 - x0, y1 - y0]
+
+
+def _suggestions(
+    selected: list[str],
+    scores: dict[str, float],
+    dm: ActiveDataModule,
+    folder: Folder,
+    label: str,
+) -> list[dict[str, Any]]:
+    rows = []
+    for rank, unit_id in enumerate(selected, 1):
+        unit = dm.units[unit_id]
+        x, y, w, h = _box(unit, dm.shapes[unit.image], folder.sizes[unit.image])
+        rows.append(
+            {
+                "rank": rank,
+                "unit": unit_id,
+                "image": unit.image,
+                "x": x,
+                "y": y,
+                "width": w,
+                "height": h,
+                "score": scores.get(unit_id),
+                "strategy": label,
+                "path": str(folder.paths[unit.image]),
+                "mask": str(mask_target(folder.root, folder.paths[unit.image])),
+            }
+        )
+    return rows
+
+
+def _overlays(
+    out: Path,
+    round_index: int,
+    suggestions: list[dict[str, Any]],
+    dm: ActiveDataModule,
+    picked_maps: dict[str, tuple[np.ndarray, np.ndarray]],
+    measure: str,
+) -> None:
+    """One PNG per suggestion: its image, the uncertainty and the box (path in the row)."""
+    for row in suggestions:
+        image_id = row["image"]
+        small = _shrink(torch.from_numpy(dm.images[image_id]))
+        scale = small.shape[0] / dm.shapes[image_id][0]
+        units = [row["unit"]] + [
+            s["unit"] for s in suggestions if s["image"] == image_id and s is not row
+        ]
+        boxes = [
+            (u.x * scale, u.y * scale, u.w * scale, u.h * scale)
+            for u in (dm.units[i] for i in units)
+        ]
+        maps = picked_maps.get(image_id)
+        score = "" if row["score"] is None else f" | score {row['score']:.4g}"
+        path = out / "overlays" / f"round-{round_index:02d}_rank-{row['rank']:02d}_{image_id}.png"
+        save_overlay_png(
+            path,
+            small,
+            boxes,
+            None if maps is None else maps[1],
+            title=f"#{row['rank']} {image_id}{score}",
+            measure=measure,
+        )
+        row["overlay"] = str(path.relative_to(out))
+
+
+def _predictions(
+    model: Any, dm: ActiveDataModule, folder: Folder, out: Path
+) -> dict[str, list[str]]:
+    """AxonDeepSeg masks, at each file's own size, of every image with a unit in the pool."""
+    written = {}
+    for image_id in sorted(dm.pool_units()):
+        classes = segment(model, dm.images[image_id], folder.sizes[image_id])
+        target = out / "predictions" / folder.rel(image_id)
+        paths = write_prediction(classes, target, image_stem(folder.paths[image_id]))
+        written[image_id] = [str(p.relative_to(out)) for p in paths.values()]
+    return written
+
+
+def annotate(cfg: DictConfig) -> dict[str, Any]:
+    """One round on the folder ``dataset.root``; returns the state saved in rounds.json."""
+    check_config(cfg)
+    if str(cfg.dataset.name) != "folder":
+        raise DataError(f"annotate reads your own folder: dataset=folder, not {cfg.dataset.name}")
+    k = cfg.get("k")
+    if not isinstance(k, int) or k < 1:
+        raise DataError(f"k={k!r} must be a positive number of suggestions")
+    strategy = make_strategy(cfg)
+    if cfg.trainer.get("num_threads"):
+        torch.set_num_threads(int(cfg.trainer.num_threads))
+    root = Path(cfg.dataset.root).expanduser().resolve()
+    out = work_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    state = load_state(out, cfg, root)
+    folder = read_folder(
+        root,
+        cfg.dataset.get("pixel_size"),
+        task=str(cfg.task),
+        mask_encoding=cfg.dataset.get("mask_encoding", "auto"),
+    )
+    _check_enough(folder, int(cfg.al.initial))
+
+    unit_kind, tile = str(cfg.al.get("unit", "image")), cfg.al.get("tile_size")
+    units = {
+        s.id: [u.id for u in image_units(s.id, s.image.shape, unit_kind, tile)]
+        for s in folder.samples
+    }
+    last = state["rounds"][-1] if state["rounds"] else None
+    suggested = {s["unit"] for r in state["rounds"] for s in r["suggestions"]}
+    previous = last["labelled"] if last else []
+    labelled = labelled_units(units, set(folder.masks), previous, suggested)
+    gone = sorted({u.split("@")[0] for u in previous} - set(folder.masks))
+    if gone:
+        log.warning("masks gone since the last round, back to the pool: %s", ", ".join(gone))
+    changed = sorted(i for i, d in folder.masks.items() if not last or last["masks"].get(i) != d)
+    if last and not changed and not gone and not cfg.annotate.get("force", False):
+        log.info(
+            "no new or changed mask since round %d: its %d suggestions stand (%s). Add their "
+            "masks and run again, or set annotate.force=true to train anyway",
+            last["round"],
+            len(last["suggestions"]),
+            out / "annotate.html",
+        )
+        write_page(out / "annotate.html", state)
+        return state
+
+    r = len(state["rounds"])
+    ckpts = out / "checkpoints"
+    previous_ckpt = None
+    if last and not cfg.al.reinit:
+        previous_ckpt = out / last["checkpoint"]
+        if not previous_ckpt.is_file():
+            raise CheckpointError(
+                f"the last round's model {previous_ckpt} is missing: set al.reinit=true to "
+                "train a new one"
+            )
+    chosen = set(labelled)
+    pool = [u for i in sorted(units) for u in units[i] if u not in chosen]
+    d = cfg.dataset
+    dm = ActiveDataModule(
+        folder.samples,
+        {"initial": labelled, "pool": pool, "test": [], "val": []},
+        task=cfg.task,
+        patch_size=d.patch_size,
+        steps=cfg.trainer.steps,
+        batch_size=d.batch_size,
+        num_workers=d.get("num_workers", 0),
+        augment=d.get("augment", True),
+    )
+    log.info(
+        "round %d: %d labelled images (%d new or changed), %d units in the pool; %s",
+        r,
+        len(folder.masks),
+        len(changed),
+        len(pool),
+        f"fine-tuning {previous_ckpt}" if previous_ckpt else "training a new model",
+    )
+    done = active_round(
+        cfg,
+        dm,
+        strategy,
+        r,
+        k=k,
+        run_dir=out,
+        checkpoint=ckpts / f"round-{r}.ckpt",
+        previous=previous_ckpt,
+        reveal=False,
+    )
+    label = strategy_label(cfg)
+    callback = done.acquisition
+    suggestions = _suggestions(callback.selected, callback.scores, dm, folder, label)
+    measure = getattr(strategy, "measure", label)
+    _overlays(out, r, suggestions, dm, callback.picked_maps, measure)
+    predictions = _predictions(done.fit.model, dm, folder, out)
+    record = {
+        **done.record,
+        "time": dt.datetime.now().isoformat(timespec="seconds"),
+        "strategy": label,
+        "k": k,
+        "labelled_images": sorted(folder.masks),
+        "new_masks": changed,
+        "masks": folder.masks,
+        "suggestions": suggestions,
+        "predictions": predictions,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    state["rounds"].append(record)
+    atomic_write_json(out / RECORD, state)  # after the checkpoint it names (active_round)
+    write_suggestions_csv(out / "suggestions.csv", suggestions)
+    write_page(out / "annotate.html", state)
+    log.info(
+        "round %d done in %.0fs: suggestions %s; predictions of %d images in %s; open %s",
+        r,
+        done.fit.seconds + callback.seconds,
+        ", ".join(s["unit"] for s in suggestions) or "none (every image is labelled)",
+        len(predictions),
+        out / "predictions",
+        out / "annotate.html",
+    )
+    return state

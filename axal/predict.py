@@ -1,0 +1,198 @@
+"""A trained checkpoint -> AxonDeepSeg masks for any images (``predict.py``, and ``annotate``).
+
+Each image is resampled to the pixel size the model was trained at (when both are known), run
+through the network by sliding windows, and its class probabilities are resampled back
+(bilinear) to the image's own size before the argmax, so the masks align pixel for pixel with
+the image. With ``mc_samples`` > 0 an uncertainty map is written too:
+``<stem>_uncertainty.png``, the predictive entropy of the MC-dropout mean, 0 = certain,
+255 = ln(C) (every class equally likely). One image that cannot be read or segmented is
+reported by name; the others are still predicted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from axal.acquisition import image_seed
+from axal.adsfiles import image_stem, pixel_size_of, write_png, write_prediction
+from axal.callbacks import mc_batch
+from axal.checkpoint import CheckpointError, load_model
+from axal.data.io import DataError, Sample, read_image, resample
+from axal.data.sources import IMAGE_SUFFIXES, _bids_images, is_bids
+from axal.mc_dropout import eval_mode, mc_dropout_stats
+
+log = logging.getLogger("axal")
+UNCERTAINTY = "uncertainty"
+
+
+def to_model_scale(
+    image: np.ndarray, pixel_size: float | None, model_pixel_size: float | None
+) -> np.ndarray:
+    """The image at the model's pixel size; unchanged when either size is unknown."""
+    if pixel_size is None or model_pixel_size is None:
+        return image
+    return resample(Sample("", "", image, None, pixel_size, ""), model_pixel_size).image
+
+
+def _to_size(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(C, h, w) maps resampled (bilinear) to ``size``."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+
+
+def segment(model: L.LightningModule, image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Class map (uint8) of an image at the model's scale, resampled to ``size`` (H, W)."""
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(model.device)
+    with eval_mode(model), torch.inference_mode():
+        probs = model.predict_image(x)
+        return _to_size(probs, size).argmax(0).to(torch.uint8).cpu().numpy()
+
+
+def uncertainty_map(
+    model: L.LightningModule,
+    image: np.ndarray,
+    size: tuple[int, int],
+    mc_samples: int,
+    seed: int,
+) -> np.ndarray:
+    """Predictive entropy of the MC-dropout mean as 8-bit grey: 255 = ln(C)."""
+    tile_batch, sample_chunk = mc_batch(model.device, None, None)
+    try:
+        stats = mc_dropout_stats(
+            model.net,
+            image,
+            T=mc_samples,
+            patch=int(model.hparams.patch_size),
+            overlap=int(model.hparams.overlap),
+            tile_batch=tile_batch,
+            sample_chunk=sample_chunk,
+            seed=seed,
+        )
+    except ValueError as err:  # a network without dropout
+        raise CheckpointError(f"mc_samples={mc_samples} needs MC dropout: {err}") from err
+    n_classes = stats.mean.shape[0]
+    entropy = _to_size(stats.entropy[None], size)[0].numpy()
+    return np.clip(np.rint(entropy / math.log(n_classes) * 255), 0, 255).astype(np.uint8)
+
+
+def find_images(source: str | Path) -> tuple[list[Path], Path]:
+    """(images, the folder their outputs are placed relative to) of a file or a folder.
+
+    A folder is read as BIDS (``sub-*/micr/``), as the legacy layout (``<case>/image.png``)
+    or as a flat folder of images; masks and earlier predictions are never taken for images.
+    """
+    source = Path(source).expanduser()
+    if source.is_file():
+        return [source], source.parent
+    if not source.is_dir():
+        raise DataError(f"input={source}: no such image or folder")
+    if is_bids(source):
+        return _bids_images(source), source
+    cases = sorted(
+        p
+        for case in source.iterdir()
+        if case.is_dir()
+        for p in case.iterdir()
+        if p.is_file() and image_stem(p) == "image" and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+    if cases:
+        return cases, source
+    flat = sorted(
+        p
+        for p in source.iterdir()
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_SUFFIXES
+        and "_seg-" not in p.name
+        and not image_stem(p).endswith(f"_{UNCERTAINTY}")
+        and image_stem(p) != "mask"
+    )
+    if not flat:
+        raise DataError(
+            f"input={source}: no image found (BIDS sub-*/micr/*.png, <case>/image.png, or "
+            "*.png / *.tif in the folder itself)"
+        )
+    return flat, source
+
+
+@dataclass
+class Predictions:
+    """What a predict call wrote (image -> files) and what failed (image -> why)."""
+
+    written: dict[str, list[str]] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def predict_image(
+    model: L.LightningModule,
+    meta: dict,
+    path: Path,
+    folder: Path,
+    mc_samples: int = 0,
+    pixel_size: float | None = None,
+    seed: int = 0,
+) -> list[Path]:
+    """Segment one image file into AxonDeepSeg's masks (and its uncertainty) in ``folder``."""
+    image = read_image(path)
+    size = (int(image.shape[0]), int(image.shape[1]))
+    own = pixel_size if pixel_size is not None else pixel_size_of(path)
+    model_size = meta.get("pixel_size")
+    if model_size is not None and own is None:
+        log.warning(
+            "%s: pixel size unknown (no pixel_size_in_micrometer.txt or sidecar JSON; set "
+            "pixel_size=...): segmented at its own scale, the model was trained at %s um/px",
+            path,
+            model_size,
+        )
+    scaled = to_model_scale(image, own, model_size)
+    stem = image_stem(path)
+    files = list(write_prediction(segment(model, scaled, size), folder, stem).values())
+    if mc_samples:
+        grey = uncertainty_map(model, scaled, size, mc_samples, image_seed(seed, stem))
+        files.append(write_png(folder / f"{stem}_{UNCERTAINTY}.png", grey))
+    return files
+
+
+def predict(
+    ckpt: str | Path,
+    source: str | Path,
+    out: str | Path | None = None,
+    mc_samples: int = 0,
+    task: str | None = None,
+    pixel_size: float | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+) -> Predictions:
+    """Masks for every image of ``source`` (a file or folder) from checkpoint ``ckpt``.
+
+    ``out``: a folder that mirrors the input's layout; by default the masks go beside each
+    image, as AxonDeepSeg writes them. ``task``: refuse a checkpoint of another task.
+    """
+    if mc_samples < 0:
+        raise ValueError(f"mc_samples={mc_samples} must be >= 0")
+    model, meta = load_model(ckpt, task)
+    model.to(device)
+    images, base = find_images(source)
+    result = Predictions()
+    for path in images:
+        folder = path.parent if out is None else Path(out) / path.parent.relative_to(base)
+        try:
+            files = predict_image(model, meta, path, folder, mc_samples, pixel_size, seed)
+        except (DataError, OSError, RuntimeError, ValueError) as err:
+            if isinstance(err, CheckpointError):
+                raise  # the model, not the image: every image would fail alike
+            message = str(err) if str(path) in str(err) else f"{path}: {err}"
+            log.error("%s", message)
+            result.failed[str(path)] = message
+            continue
+        result.written[str(path)] = [str(f) for f in files]
+        log.info("%s -> %s", path, files[0])
+    return result

@@ -1,0 +1,135 @@
+"""What an annotator reads after a round: ``suggestions.csv`` and the ``annotate.html`` page.
+
+The page shows the latest suggestions, best first, each with its overlay (the image, the
+model's uncertainty, the box to label), its score, the predicted mask to start from and the
+file to save the corrected mask as; then the rounds so far. It links files of the work folder
+by relative paths, so the folder can be moved or shared as a whole.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+from axal.atomic import atomic_write
+
+CSV_COLUMNS = ("rank", "image", "x", "y", "width", "height", "score", "strategy")
+
+
+def write_suggestions_csv(path: Path, suggestions: list[dict[str, Any]]) -> None:
+    """One row per suggestion; the box is in the image file's pixels (whole image: all of it)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in suggestions:
+        score = row.get("score")
+        values = {**row, "score": "" if score is None else f"{score:.6g}"}
+        writer.writerow([values[c] for c in CSV_COLUMNS])
+    atomic_write(path, buf.getvalue())
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.2em 2em; color: #222; max-width: 1150px; }
+h1 { font-size: 1.35em; margin-bottom: 0.2em; } h2 { font-size: 1.1em; margin-top: 1.4em; }
+.meta { color: #555; font-size: 0.9em; } code { background: #f3f3f3; padding: 0 3px; }
+.cards { display: flex; flex-wrap: wrap; gap: 14px; }
+.card { border: 1px solid #ddd; border-radius: 6px; padding: 6px; width: 252px; }
+.card img { width: 252px; display: block; } .card p { margin: 3px 0; font-size: 0.8em; }
+.card code { word-break: break-all; }
+.rank { font-weight: 600; font-size: 1.05em; }
+table { border-collapse: collapse; font-size: 0.85em; }
+td, th { border-bottom: 1px solid #ddd; padding: 3px 8px; text-align: left; }
+ol { padding-left: 1.3em; } li { margin: 2px 0; }
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+def _card(row: dict[str, Any], record: dict[str, Any]) -> str:
+    score = "—" if row.get("score") is None else f"{row['score']:.4g}"
+    files = record.get("predictions", {}).get(row["image"], [])
+    start = next((f for f in files if f.endswith("_seg-axonmyelin.png")), None)
+    figure = next(
+        (m for m in record.get("uncertainty_maps", []) if m.endswith(f"_{row['image']}.png")), None
+    )
+    overlay = row.get("overlay")
+    picture = f'<img src="{_e(overlay)}" alt="overlay of {_e(row["image"])}">' if overlay else ""
+    start_link = f'<a href="{_e(start)}">{_e(Path(start).name)}</a>' if start else "—"
+    figure_link = f' · <a href="{_e(figure)}">prediction and uncertainty</a>' if figure else ""
+    return (
+        f'<div class="card">{picture}'
+        f'<p><span class="rank">#{row["rank"]}</span> <b>{_e(row["image"])}</b></p>'
+        f"<p>box x {row['x']}, y {row['y']}, {row['width']} x {row['height']} px · score "
+        f"{score} ({_e(row['strategy'])}){figure_link}</p>"
+        f"<p>start from: {start_link}</p>"
+        f"<p>save the corrected mask as: <code>{_e(row['mask'])}</code></p></div>"
+    )
+
+
+def write_page(path: Path, state: dict[str, Any]) -> None:
+    """annotate.html: the latest round's suggestions, then every round's summary."""
+    rounds = state.get("rounds", [])
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>axal annotate: {_e(state.get('root', ''))}</title><style>{_STYLE}</style>",
+        "</head><body>",
+        f"<h1>What to annotate next</h1><p class='meta'>{_e(state.get('root', ''))} · "
+        f"task {_e(state.get('task'))} · unit {_e(state.get('unit'))}</p>",
+    ]
+    if not rounds:
+        parts.append("<p>No round yet.</p></body></html>")
+        atomic_write(path, "".join(parts))
+        return
+    last = rounds[-1]
+    n_images = len(last.get("labelled_images", []))
+    n_pred = len(last.get("predictions", {}))
+    tuned = last.get("fine_tuned_from")
+    parts.append(
+        f"<p>Round {last['round']} ({_e(last.get('time', ''))}): a model trained on "
+        f"{n_images} labelled images ({last['steps']} steps"
+        f"{', fine-tuned from ' + _e(tuned) if tuned else ''}, {last['restarts']} restarts) "
+        f"scored the {n_pred} images not yet labelled with <b>{_e(last.get('strategy'))}</b>. "
+        f"Model: <code>{_e(last['checkpoint'])}</code></p>"
+    )
+    suggestions = last.get("suggestions", [])
+    if suggestions:
+        parts.append(
+            "<h2>Suggestions</h2><ol><li>Open each suggestion's predicted mask (AxonDeepSeg "
+            "values: 0 background, 127 myelin, 255 axon) in your annotation tool and correct "
+            + ("it inside the box" if state.get("unit") == "tile" else "it")
+            + ".</li><li>Save it under the name shown; only the suggested boxes count when "
+            "annotating tiles.</li><li>Run the same <code>annotate.py</code> command again: "
+            "it trains on the new masks and suggests the next ones.</li></ol>"
+        )
+        cards = [_card(row, last) for row in suggestions]
+        parts.append(f"<div class='cards'>{''.join(cards)}</div>")
+    else:
+        parts.append("<p>Every image is labelled: nothing left to suggest.</p>")
+    parts.append(
+        f"<p>Predicted masks of all {n_pred} unlabelled images: "
+        "<a href='predictions/'>predictions/</a> · suggestions as CSV: "
+        "<a href='suggestions.csv'>suggestions.csv</a> · record: "
+        "<a href='rounds.json'>rounds.json</a></p>"
+    )
+    rows = "".join(
+        f"<tr><td>{r['round']}</td><td>{_e(r.get('time', ''))}</td>"
+        f"<td>{len(r.get('labelled_images', []))}</td><td>{len(r.get('new_masks', []))}</td>"
+        f"<td>{r['steps']}</td><td>{_number(r.get('train_loss'))}</td>"
+        f"<td>{_e(', '.join(s['unit'] for s in r.get('suggestions', [])))}</td></tr>"
+        for r in rounds
+    )
+    parts.append(
+        "<h2>Rounds</h2><table><tr><th>round</th><th>time</th><th>labelled images</th>"
+        "<th>new masks</th><th>steps</th><th>train loss</th><th>suggested</th></tr>"
+        f"{rows}</table></body></html>"
+    )
+    atomic_write(path, "".join(parts))

@@ -1,0 +1,246 @@
+"""Real annotation: rounds on a lab's folder, suggestions, AxonDeepSeg predictions, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from axal.annotate import annotate, labelled_units
+from axal.checkpoint import CheckpointError
+from axal.data import DataError, make_synthetic
+from tests.conftest import CONF, ROOT, needs_data, real_data_root
+
+ADS_VALUES = {"axonmyelin": {0, 127, 255}, "axon": {0, 255}, "myelin": {0, 255}}
+FAST = [
+    "model=tiny",
+    "trainer.max_restarts=0",
+    "trainer.progress=false",
+    "al.mc_samples=2",
+    "k=2",
+]
+
+
+def annotate_cfg(root: Path, *overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(
+            config_name="annotate", overrides=[f"dataset.root={root}", *FAST, *overrides]
+        )
+
+
+def synthetic_folder(root: Path, n: int, labelled: int, size: int = 96) -> dict[str, np.ndarray]:
+    """A legacy-layout folder of synthetic cases (0.1 um/px), the first ``labelled`` with masks;
+    returns every case's ground-truth mask (AxonDeepSeg values) for a simulated annotator."""
+    truth = {}
+    for j, s in enumerate(make_synthetic(n_images=n, size=size, n_subjects=n, seed=0)):
+        case = root / s.id
+        case.mkdir(parents=True)
+        Image.fromarray((s.image * 255).astype(np.uint8)).save(case / "image.png")
+        (case / "pixel_size_in_micrometer.txt").write_text("0.1\n")
+        truth[s.id] = np.array([0, 127, 255], dtype=np.uint8)[s.mask]
+        if j < labelled:
+            Image.fromarray(truth[s.id]).save(case / "mask.png")
+    return truth
+
+
+def check_predictions(out: Path, rel: str, stem: str, size: tuple[int, int]) -> None:
+    for kind, allowed in ADS_VALUES.items():
+        path = out / "predictions" / rel / f"{stem}_seg-{kind}.png"
+        with Image.open(path) as im:
+            assert im.mode == "L" and im.size == size, path
+            assert set(np.unique(np.asarray(im)).tolist()) <= allowed, path
+
+
+@needs_data
+def test_two_rounds_on_real_tem_cases_with_a_simulated_annotator(tmp_path):
+    """6 real TEM cases (2 labelled), k=2: the annotator copies the ground truth of each
+    suggestion; the next round trains on it and suggests other images."""
+    tem = real_data_root() / "tem_mouse_corpuscallosum"
+    root = tmp_path / "lab"
+    images = sorted(tem.glob("sub-*/micr/*_TEM.png"))[:6]
+    truth = {}
+    for j, image in enumerate(images):
+        case = root / image.stem
+        case.mkdir(parents=True)
+        shutil.copy(image, case / "image.png")
+        (case / "pixel_size_in_micrometer.txt").write_text("0.00493\n")
+        rel = image.parent.relative_to(tem)
+        truth[image.stem] = (
+            tem / "derivatives/labels" / rel / f"{image.stem}_seg-axonmyelin-manual.png"
+        )
+        if j < 2:
+            shutil.copy(truth[image.stem], case / "mask.png")
+    overrides = (
+        "al.initial=2",
+        "trainer.steps=30",
+        "trainer.finetune_steps=20",
+        "dataset.pixel_size=0.00986",  # half resolution: 300 px for the model, 600 px files
+        "dataset.infer_size=320",
+    )
+    out = root / "axal"
+
+    state = annotate(annotate_cfg(root, *overrides))
+    r0 = state["rounds"][0]
+    first = [s["image"] for s in r0["suggestions"]]
+    assert len(first) == 2 and not set(first) & set(r0["labelled"])
+    assert r0["fine_tuned_from"] is None and (out / r0["checkpoint"]).is_file()
+    assert r0["seed"] == 0 and set(r0["scores"]) == {i.stem for i in images[2:]}
+    for s in r0["suggestions"]:
+        assert s["score"] == pytest.approx(r0["scores"][s["unit"]])
+        assert (s["x"], s["y"], s["width"], s["height"]) == (0, 0, 600, 600)
+        assert (out / s["overlay"]).is_file()
+    with open(out / "suggestions.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["rank", "image", "x", "y", "width", "height", "score", "strategy"]
+    assert [r["image"] for r in rows] == first and rows[0]["strategy"] == "hybrid"
+    for stem in [i.stem for i in images[2:]]:  # every unlabelled image, at its own size
+        check_predictions(out, stem, "image", (600, 600))
+    page = (out / "annotate.html").read_text()
+    assert all(s["overlay"] in page and s["image"] in page for s in r0["suggestions"])
+
+    # nothing new: the suggestions stand, no round is trained
+    assert len(annotate(annotate_cfg(root, *overrides))["rounds"]) == 1
+
+    for image_id in first:  # the simulated annotator
+        shutil.copy(truth[image_id], root / image_id / "mask.png")
+    state = annotate(annotate_cfg(root, *overrides))
+    r1 = state["rounds"][1]
+    assert r1["labelled"] == r0["labelled"] + sorted(first)  # trained on the new masks too
+    assert r1["new_masks"] == sorted(first) and r1["n_labelled"] == 4
+    assert r1["fine_tuned_from"] == r0["checkpoint"] and r1["steps"] == 20
+    second = [s["image"] for s in r1["suggestions"]]
+    assert len(second) == 2 and not set(second) & set(first)
+    assert set(r1["scores"]) == {i.stem for i in images[2:]} - set(first)
+    for stem in second:
+        check_predictions(out, stem, "image", (600, 600))
+    saved = json.loads((out / "rounds.json").read_text())
+    assert [r["round"] for r in saved["rounds"]] == [0, 1] and saved["task"] == "axonmyelin"
+
+
+def test_tile_suggestions_count_only_their_boxes(tmp_path):
+    """unit=tile: a mask added for a suggested image labels only the suggested boxes; an
+    unlabelled suggestion stays in the pool; boxes are in the file's pixels."""
+    root = tmp_path / "lab"
+    truth = synthetic_folder(root, n=4, labelled=1)
+    overrides = (
+        "al.unit=tile",
+        "al.tile_size=24",  # 48 px for the model (0.2 um/px) = 2 x 2 tiles, 48 px in the files
+        "al.initial=1",
+        "dataset.pixel_size=0.2",
+        "dataset.patch_size=32",
+        "dataset.infer_size=64",
+        "dataset.batch_size=4",
+        "trainer.steps=3",
+        "trainer.finetune_steps=2",
+    )
+    out = root / "axal"
+    r0 = annotate(annotate_cfg(root, *overrides))["rounds"][0]
+    assert r0["labelled"] == [f"syn-000@{x},{y},24,24" for y in (0, 24) for x in (0, 24)]
+    picks = r0["suggestions"]
+    assert len(picks) == 2 and all("@" in s["unit"] for s in picks)
+    for s in picks:
+        x, y, w, h = (int(v) for v in s["unit"].split("@")[1].split(","))
+        assert (s["x"], s["y"], s["width"], s["height"]) == (2 * x, 2 * y, 2 * w, 2 * h)
+    # the annotator labels the first suggestion's image only, with a mask of the whole image
+    labelled = picks[0]["image"]
+    Image.fromarray(truth[labelled]).save(root / labelled / "mask.png")
+    r1 = annotate(annotate_cfg(root, *overrides))["rounds"][1]
+    counted = [u for u in r1["labelled"] if u.split("@")[0] == labelled]
+    assert sorted(counted) == sorted(s["unit"] for s in picks if s["image"] == labelled)
+    pool = set(r1["scores"])
+    other_tiles = {f"{labelled}@{x},{y},24,24" for y in (0, 24) for x in (0, 24)} - set(counted)
+    assert other_tiles <= pool  # the rest of the labelled image stays in the pool
+    if picks[1]["image"] != labelled:
+        assert picks[1]["unit"] in pool  # not labelled: still a candidate, no error
+    check_predictions(out, picks[1]["image"], "image", (96, 96))
+
+
+def test_labelled_units_follow_masks_and_suggestions():
+    units = {"a": ["a@0", "a@1"], "b": ["b@0", "b@1"], "c": ["c@0", "c@1"]}
+    # a: labelled whole before; b: suggested b@1, now masked; c: masked, never suggested
+    got = labelled_units(units, {"a", "b", "c"}, ["a@0", "a@1"], {"b@1", "x@0"})
+    assert got == ["a@0", "a@1", "b@1", "c@0", "c@1"]
+    # a mask that disappeared takes its units out
+    assert labelled_units(units, {"b"}, ["a@0", "a@1", "b@1"], {"b@1"}) == ["b@1"]
+
+
+def test_a_folder_without_masks_says_how_many_are_needed(tmp_path):
+    synthetic_folder(tmp_path / "lab", n=4, labelled=0)
+    with pytest.raises(DataError, match=r"0 of 4 images have a mask.*at least 3 \(al.initial=3"):
+        annotate(annotate_cfg(tmp_path / "lab"))
+    synthetic_folder(tmp_path / "two", n=4, labelled=2)
+    with pytest.raises(DataError, match=r"2 of 4 .*Annotate 1 more: e\.g\. .*syn-002/mask\.png"):
+        annotate(annotate_cfg(tmp_path / "two"))
+
+
+def test_a_mask_with_other_values_is_refused_naming_file_and_values(tmp_path):
+    synthetic_folder(tmp_path, n=3, labelled=3)
+    bad = tmp_path / "syn-001" / "mask.png"
+    indices = np.zeros((96, 96), dtype=np.uint8)
+    indices[10:40, 10:40], indices[50:60, 50:60] = 1, 2
+    Image.fromarray(indices).save(bad)
+    values = r"0 \(\d+ px\), 1 \(\d+ px\), 2 \(\d+ px\)"
+    with pytest.raises(
+        DataError, match=rf"mask {re.escape(str(bad))} holds only small values \({values}"
+    ):
+        annotate(annotate_cfg(tmp_path))
+
+
+def test_the_cli_reports_bad_input_in_one_line(tmp_path):
+    synthetic_folder(tmp_path / "lab", n=2, labelled=0)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "annotate.py"), f"dataset.root={tmp_path / 'lab'}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert done.returncode == 1
+    assert "0 of 2 images have a mask" in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_a_work_folder_of_another_task_is_refused_naming_both(tmp_path):
+    synthetic_folder(tmp_path, n=3, labelled=1)
+    overrides = ("al.initial=1", "trainer.steps=2", "dataset.patch_size=32", "k=1")
+    annotate(annotate_cfg(tmp_path, "task=myelin", *overrides))
+    with pytest.raises(CheckpointError, match="task=myelin.*task=axonmyelin"):
+        annotate(annotate_cfg(tmp_path, "task=axonmyelin", *overrides))
+
+
+def test_a_bids_folder_reads_images_without_labels_as_unlabelled(tmp_path):
+    """BIDS: images without a derivatives/labels mask are the pool; predictions mirror the
+    BIDS folders, and the page names the derivatives file to save each mask as."""
+    root = tmp_path / "bids"
+    for j, s in enumerate(make_synthetic(n_images=3, size=64, n_subjects=3, seed=0)):
+        sub = f"sub-{j:02d}"
+        micr = root / sub / "micr"
+        micr.mkdir(parents=True)
+        stem = f"{sub}_sample-1_TEM"
+        Image.fromarray((s.image * 255).astype(np.uint8)).save(micr / f"{stem}.png")
+        (micr / f"{stem}.json").write_text('{"PixelSize": [0.1, 0.1], "PixelSizeUnits": "um"}')
+        if j == 0:
+            labels = root / "derivatives" / "labels" / sub / "micr"
+            labels.mkdir(parents=True)
+            grey = np.array([0, 127, 255], dtype=np.uint8)[s.mask]
+            Image.fromarray(grey).save(labels / f"{stem}_seg-axonmyelin-manual.png")
+    overrides = ("al.initial=1", "trainer.steps=2", "dataset.patch_size=32", "k=1")
+    r0 = annotate(annotate_cfg(root, *overrides))["rounds"][0]
+    assert r0["labelled"] == ["sub-00_sample-1_TEM"]
+    assert set(r0["scores"]) == {"sub-01_sample-1_TEM", "sub-02_sample-1_TEM"}
+    (pick,) = r0["suggestions"]
+    sub = pick["image"].split("_")[0]
+    assert pick["mask"] == str(
+        root / "derivatives/labels" / sub / "micr" / f"{pick['image']}_seg-axonmyelin-manual.png"
+    )
+    for stem in r0["scores"]:
+        check_predictions(root / "axal", f"{stem.split('_')[0]}/micr", stem, (64, 64))
