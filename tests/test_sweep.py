@@ -53,6 +53,7 @@ def test_killed_sweep_resumes_and_skips_finished_jobs(tmp_path):
         "sweep.grid.strategy=[random]",
         "sweep.grid.seed=[0,1]",
         "al.rounds=3",
+        "sweep.threads=1",
     ]
     first = tmp_path / "strategy=random" / "seed0"
     second = tmp_path / "strategy=random" / "seed1"

@@ -27,6 +27,7 @@ def _sweep_args(sweep_dir: Path, rounds: int = 1) -> list[str]:
         "sweep.grid.strategy=[random]",
         "sweep.grid.seed=[0]",
         f"al.rounds={rounds}",
+        "sweep.threads=1",  # tiny jobs; 2 spin-waiting threads crawl on a shared machine
     ]
 
 
