@@ -20,7 +20,7 @@ from PIL import Image
 
 from axal.atomic import atomic_write
 from axal.data.io import AXON, MYELIN, DataError
-from axal.data.sources import _BIDS_IMAGE_RE, IMAGE_SUFFIXES, _bids_pixel_size
+from axal.data.sources import _BIDS_IMAGE_RE, IMAGE_SUFFIXES, _bids_pixel_size, find_named
 
 AXONMYELIN_GREY = {MYELIN: 127, AXON: 255}  # class -> grey value in _seg-axonmyelin files
 SEG_KINDS = ("axonmyelin", "axon", "myelin")
@@ -73,13 +73,6 @@ def write_prediction(classes: np.ndarray, folder: Path, stem: str) -> dict[str, 
 # ------------------------------------------------------------------ manual masks
 
 
-def _find(folder: Path, name: str) -> Path | None:
-    for suffix in IMAGE_SUFFIXES:
-        if (folder / f"{name}{suffix}").is_file():
-            return folder / f"{name}{suffix}"
-    return None
-
-
 def bids_label_folder(root: Path, image_path: Path) -> Path:
     return root / "derivatives" / "labels" / image_path.parent.relative_to(root)
 
@@ -92,10 +85,10 @@ def manual_masks(root: Path, image_path: str | Path) -> dict[str, Path]:
     """
     image_path = Path(image_path)
     if image_stem(image_path) == "image":
-        found = _find(image_path.parent, "mask")
+        found = find_named(image_path.parent, "mask")
         return {"axonmyelin": found} if found else {}
     folder, stem = bids_label_folder(root, image_path), image_stem(image_path)
-    out = {kind: _find(folder, f"{stem}_seg-{kind}-manual") for kind in SEG_KINDS}
+    out = {kind: find_named(folder, f"{stem}_seg-{kind}-manual") for kind in SEG_KINDS}
     if out["axonmyelin"] is not None:
         return {"axonmyelin": out["axonmyelin"]}
     return {k: p for k, p in out.items() if p is not None and k != "axonmyelin"}

@@ -105,12 +105,7 @@ def save_uncertainty_png(
             ax.add_patch(Rectangle((x - 0.5, y - 0.5), w, h, fill=False, ec="#00e5ff", lw=1.2))
     if title:
         fig.suptitle(title, fontsize=8)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, buf.getvalue())
-    return path
+    return _save(fig, path)
 
 
 def save_overlay_png(
@@ -165,6 +160,11 @@ def save_overlay_png(
     ax.set_yticks([])
     if title:
         ax.set_title(title, fontsize=8)
+    return _save(fig, path)
+
+
+def _save(fig, path: str | Path) -> Path:
+    """Write a figure as PNG atomically (a reader never sees half a picture)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     path = Path(path)

@@ -306,7 +306,8 @@ def _read_subjects_tsv(path: Path) -> dict[str, str]:
     return mapping
 
 
-def _find_named(folder: Path, name: str) -> Path | None:
+def find_named(folder: Path, name: str) -> Path | None:
+    """``folder/name`` with the first image suffix that exists (.png, .tif, .tiff)."""
     for suffix in IMAGE_SUFFIXES:
         if (folder / f"{name}{suffix}").is_file():
             return folder / f"{name}{suffix}"
@@ -335,8 +336,8 @@ def load_folder(
     subjects = _read_subjects_tsv(tsv) if tsv.is_file() else {}
     samples = []
     for case_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        image_path = _find_named(case_dir, "image")
-        mask_path = _find_named(case_dir, "mask")
+        image_path = find_named(case_dir, "image")
+        mask_path = find_named(case_dir, "mask")
         if image_path is None:
             if mask_path is not None:
                 raise DataError(
