@@ -20,7 +20,7 @@ from PIL import Image
 
 from axal.atomic import atomic_write
 from axal.data.io import AXON, MYELIN, DataError
-from axal.data.sources import _BIDS_IMAGE_RE, IMAGE_SUFFIXES, _bids_pixel_size, find_named
+from axal.data.sources import BIDS_IMAGE_RE, IMAGE_SUFFIXES, bids_pixel_size, find_named
 
 AXONMYELIN_GREY = {MYELIN: 127, AXON: 255}  # class -> grey value in _seg-axonmyelin files
 SEG_KINDS = ("axonmyelin", "axon", "myelin")
@@ -126,12 +126,12 @@ def pixel_size_of(image_path: str | Path) -> float | None:
             raise DataError(f"{text_file} must hold one positive number (um per pixel): {text!r}")
         return value
     stem = image_stem(image_path)
-    match = _BIDS_IMAGE_RE.match(stem)
+    match = BIDS_IMAGE_RE.match(stem)
     if match is None or image_path.parent.name != "micr":
         return None
     subject_dir = image_path.parent.parent
     if subject_dir.name.startswith("ses-"):
         subject_dir = subject_dir.parent
-    return _bids_pixel_size(
+    return bids_pixel_size(
         image_path, stem, match["subject"], match["modality"], subject_dir.parent
     )

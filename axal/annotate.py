@@ -51,7 +51,7 @@ from axal.adsfiles import (
     write_prediction,
 )
 from axal.atomic import atomic_write_json
-from axal.callbacks import _shrink
+from axal.callbacks import shrink_map
 from axal.checkpoint import CheckpointError
 from axal.data import DataError, Sample, load_dataset, resample
 from axal.figures import save_overlay_png
@@ -245,7 +245,7 @@ def _overlays(
     """One PNG per suggestion: its image, the uncertainty and the box (path in the row)."""
     for row in suggestions:
         image_id = row["image"]
-        small = _shrink(torch.from_numpy(dm.images[image_id]))
+        small = shrink_map(torch.from_numpy(dm.images[image_id]))
         scale = small.shape[0] / dm.shapes[image_id][0]
         units = [row["unit"]] + [
             s["unit"] for s in suggestions if s["image"] == image_id and s is not row

@@ -36,7 +36,7 @@ def mc_batch(device: torch.device, tile_batch: int | None, sample_chunk: int | N
     return int(tile_batch or tiles), int(sample_chunk or samples)
 
 
-def _shrink(x: torch.Tensor, size: int = MAP_SIZE) -> np.ndarray:
+def shrink_map(x: torch.Tensor, size: int = MAP_SIZE) -> np.ndarray:
     """A small float16 copy of an (H, W) map for figures, so no full-size map is kept."""
     h, w = x.shape[-2:]
     scale = min(1.0, size / max(h, w))
@@ -92,7 +92,7 @@ class AcquisitionCallback(L.Callback):
 
         def keep(image_id: str, stats: PixelStats, pixel_map: torch.Tensor) -> None:
             if self.maps_dir is not None:
-                kept[image_id] = (_shrink(stats.prediction.float()), _shrink(pixel_map))
+                kept[image_id] = (shrink_map(stats.prediction.float()), shrink_map(pixel_map))
 
         labelled_units: dict[str, list] = {}
         for unit_id in dm.labelled:
@@ -148,7 +148,7 @@ class AcquisitionCallback(L.Callback):
             if i not in kept:
                 continue
             prediction, uncertainty = kept[i]
-            image = _shrink(torch.from_numpy(dm.images[i]))
+            image = shrink_map(torch.from_numpy(dm.images[i]))
             role = "picked" if i in picked else "fixed"
             path = self.maps_dir / f"round-{self.round:02d}_{role}_{i}.png"
             score = max((v for u, v in self.scores.items() if u.split("@")[0] == i), default=None)

@@ -26,7 +26,7 @@ from axal.adsfiles import image_stem, pixel_size_of, write_png, write_prediction
 from axal.callbacks import mc_batch
 from axal.checkpoint import CheckpointError, load_model
 from axal.data.io import DataError, Sample, read_image, resample
-from axal.data.sources import IMAGE_SUFFIXES, _bids_images, is_bids
+from axal.data.sources import IMAGE_SUFFIXES, bids_images, is_bids
 from axal.mc_dropout import eval_mode, mc_dropout_stats
 
 log = logging.getLogger("axal")
@@ -96,7 +96,7 @@ def find_images(source: str | Path) -> tuple[list[Path], Path]:
     if not source.is_dir():
         raise DataError(f"input={source}: no such image or folder")
     if is_bids(source):
-        return _bids_images(source), source
+        return bids_images(source), source
     cases = sorted(
         p
         for case in source.iterdir()

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
 _SEG_RE = re.compile(r"^(?P<stem>.+)_seg-(?P<kind>[A-Za-z0-9]+)-manual$")
-_BIDS_IMAGE_RE = re.compile(r"^(?P<subject>sub-[A-Za-z0-9]+)_(?:.+_)?(?P<modality>[A-Za-z0-9]+)$")
+BIDS_IMAGE_RE = re.compile(r"^(?P<subject>sub-[A-Za-z0-9]+)_(?:.+_)?(?P<modality>[A-Za-z0-9]+)$")
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ def _pixel_size_from_json(path: Path) -> float | None:
     return size * scale[units]
 
 
-def _bids_pixel_size(
+def bids_pixel_size(
     image: Path, stem: str, subject: str, modality: str, root: Path
 ) -> float | None:
     """Pixel size from the most specific sidecar: per image, then per subject, then dataset."""
@@ -144,7 +144,7 @@ def _check_same_size(
 # --------------------------------------------------------------------------- BIDS
 
 
-def _bids_images(root: Path) -> list[Path]:
+def bids_images(root: Path) -> list[Path]:
     """All raw images under `sub-*/[ses-*/]micr/`, never under derivatives/."""
     found = []
     for pattern in ("sub-*/micr/*", "sub-*/ses-*/micr/*"):
@@ -152,7 +152,7 @@ def _bids_images(root: Path) -> list[Path]:
             if (
                 path.is_file()
                 and path.suffix.lower() in IMAGE_SUFFIXES
-                and _BIDS_IMAGE_RE.match(_strip_suffix(path))
+                and BIDS_IMAGE_RE.match(_strip_suffix(path))
             ):
                 found.append(path)
     return sorted(found)
@@ -206,7 +206,7 @@ def load_bids(
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"BIDS dataset folder not found: {root}")
-    all_images = _bids_images(root)
+    all_images = bids_images(root)
     stems = {_strip_suffix(p) for p in all_images}
 
     labels_root = root / "derivatives" / "labels"
@@ -224,8 +224,8 @@ def load_bids(
     samples = []
     for image_path in all_images:
         stem = _strip_suffix(image_path)
-        match = _BIDS_IMAGE_RE.match(stem)
-        assert match is not None  # filtered in _bids_images
+        match = BIDS_IMAGE_RE.match(stem)
+        assert match is not None  # filtered in bids_images
         if modality is not None and match["modality"].lower() != modality.lower():
             continue
         subject = image_path.parent.parent.name
@@ -280,7 +280,7 @@ def _load_bids_sample(
         check_binary(axon_raw, axon)
         check_binary(myelin_raw, myelin)
         mask = classes_from_axon_myelin(axon_raw, myelin_raw)
-    pixel_size = _bids_pixel_size(image_path, stem, subject, modality, root)
+    pixel_size = bids_pixel_size(image_path, stem, subject, modality, root)
     return Sample(stem, subject, image, mask, pixel_size, str(image_path))
 
 
@@ -389,13 +389,13 @@ def load_folder(
 
 def is_bids(path: Path) -> bool:
     """True if `path` holds BIDS microscopy images (`sub-*/[ses-*/]micr/`)."""
-    return path.is_dir() and bool(_bids_images(path))
+    return path.is_dir() and bool(bids_images(path))
 
 
 def _is_dataset_dir(path: Path, modality: str) -> bool:
     """True if `path` looks like a BIDS dataset holding images of `modality`."""
     return path.is_dir() and any(
-        _strip_suffix(p).lower().endswith("_" + modality.lower()) for p in _bids_images(path)
+        _strip_suffix(p).lower().endswith("_" + modality.lower()) for p in bids_images(path)
     )
 
 
