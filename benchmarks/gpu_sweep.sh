@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Several sweeps at once on one GPU machine without network, within a time budget.
 #
-#   bash benchmarks/gpu_sweep.sh EXPERIMENT[:JOBS] ...      e.g. convergence_tem:5 convergence_sem:4
+#   bash benchmarks/gpu_sweep.sh EXPERIMENT[:JOBS[:SEEDS]] ...   e.g. convergence_tem:5 tem_tile:9:1-3
 #
+# SEEDS (e.g. 1-3 or 1,4,7) narrows the experiment's seed grid, so that the jobs that start
+# are the ones that can finish: sweeps take seeds in order, every strategy of a seed at once.
 # A tiny U-Net leaves a GPU mostly idle, so every experiment's sweep runs JOBS jobs at once
 # (default 4) and all experiments run side by side. Each job folder is the sweep's usual one
 # (sweep.dir of the experiment): finished jobs are skipped and unfinished ones resume, here or
@@ -13,7 +15,10 @@
 # (wheels the GPU machine lacks into .whl/, the datasets into .data/, both git-ignored).
 # With the device tool: carry [".whl", ".data"], command `bash benchmarks/gpu_sweep.sh ...`;
 # the runs come back as $OUT/runs.tgz (results.json, config, selection.csv and logs of every
-# job; no checkpoints): `tar xzf runs.tgz` in the project root puts them in place.
+# job; no checkpoints): `tar xzf runs.tgz` in the project root puts them in place. The last
+# checkpoint of up to CKPTS (default 5) unfinished runs, those with most rounds first, comes
+# back as $OUT/ckpt-N.tgz (about 10 MB each): untar them the same way and those runs resume
+# from their last round on any machine instead of starting over.
 # TRAINER=cpu runs the same script on a CPU (a dry run).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -39,12 +44,15 @@ monitor=$!
 
 pids=()
 for spec in "$@"; do
-  exp=${spec%%:*}
-  jobs=4
-  [[ "$spec" == *:* ]] && jobs=${spec##*:}
+  IFS=: read -r exp jobs seeds <<< "$spec"
+  extra=()
+  if [[ -n "$seeds" ]]; then
+    [[ "$seeds" == *-* ]] && seeds=$(seq -s, "${seeds%-*}" "${seeds#*-}")
+    extra=("sweep.grid.seed=[$seeds]")
+  fi
   left=$((BUDGET - (SECONDS - start)))
   timeout -s INT -k 20 "$left" python3 sweep.py "experiment=$exp" "trainer=$TRAINER" \
-    "sweep.jobs=$jobs" sweep.threads=1 logger=none > "logs/sweep-$exp.log" 2>&1 &
+    "sweep.jobs=${jobs:-4}" sweep.threads=1 logger=none "${extra[@]}" > "logs/sweep-$exp.log" 2>&1 &
   pids+=($!)
 done
 for pid in "${pids[@]}"; do wait "$pid"; done
@@ -57,5 +65,18 @@ for spec in "$@"; do
 done
 find results/runs -name results.json 2>/dev/null | wc -l | xargs echo "results.json under results/runs:"
 cat logs/sweep-*.log > "$OUT/sweeps.log"
-tar czf "$OUT/runs.tgz" --exclude='*.ckpt' --exclude='maps' results/runs
+tar czf "$OUT/runs.tgz" --exclude='*.ckpt' --exclude='maps' --exclude=run.lock results/runs
+# Unfinished runs with a checkpoint, most rounds first: their last checkpoint, one file each.
+python3 - "${CKPTS:-5}" <<'PY' | while read -r n ckpt; do tar czf "$OUT/ckpt-$n.tgz" "$ckpt"; done
+import json, sys
+from pathlib import Path
+left = []
+for f in Path("results/runs").rglob("results.json"):
+    r = json.loads(f.read_text())
+    ckpts = sorted((f.parent / "checkpoints").glob("round-*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not r.get("finished") and ckpts:
+        left.append((len(r.get("rounds", [])), str(ckpts[-1])))
+for n, (_, ckpt) in enumerate(sorted(left, reverse=True)[: int(sys.argv[1])]):
+    print(n, ckpt)
+PY
 ls -la "$OUT"
