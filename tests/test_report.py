@@ -530,7 +530,10 @@ def test_tile_runs_use_the_pixel_fraction_and_never_mix_with_images(tmp_path):
     # the figure plots the tile study against the labelled-pixel percentage
     fig = report.learning_curve_figure(summary)
     ax = next(a for a in fig.axes if a.get_title().startswith("tem/tile"))
-    assert ax.get_xlabel() == "labelled pixels (% of pool)"
+    assert ax.get_xlabel() == "labelled pixels (% of pool, log scale)"
+    assert ax.get_xscale() == "log"  # geometric budgets: small ones are not squeezed together
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and set(ticks) <= set(report.figures.BUDGET_TICKS)
     curves = [ln for ln in ax.get_lines() if ln.get_label().startswith(("random (", "bald ("))]
     assert len(curves) == 2
     xs = np.concatenate([ln.get_xdata() for ln in curves])

@@ -22,6 +22,9 @@ MAP_NAME = re.compile(r"round-(\d+)_(picked|fixed)_(.+)\.(?:png|svg)$", re.IGNOR
 MAX_MAP_ROUNDS = 6  # rounds shown per strategy in the evolution figure (evenly spaced)
 
 
+BUDGET_TICKS = [0.5, 1, 2, 5, 10, 20, 50, 100]  # % of the pool's pixels
+
+
 def learning_curve_figure(summary: dict):
     """One panel per (dataset, unit) group: mean test Dice with 95% bands, full-data line.
 
@@ -30,7 +33,7 @@ def learning_curve_figure(summary: dict):
     95% band, never a curve: it has one budget (everything).
     """
     from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator, PercentFormatter
+    from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator, PercentFormatter
 
     names = list(summary["datasets"])
     ncols = max(1, len(names))
@@ -80,7 +83,16 @@ def learning_curve_figure(summary: dict):
         seeds_txt = "/".join(str(n) for n in seeds) or "0"
         ax.set_title(f"{ds}: test Dice, mean ± 95% CI over {seeds_txt} seeds", fontsize=10)
         if tile:
-            ax.set_xlabel("labelled pixels (% of pool)")
+            # budgets grow geometrically (2, 4, 8, 16 tiles...): a log axis shows the small
+            # budgets, where strategies differ, as wide as the large ones
+            ax.set_xscale("log")
+            lo_x, hi_x = ax.get_xlim()
+            ax.xaxis.set_major_locator(
+                FixedLocator([t for t in BUDGET_TICKS if lo_x <= t <= hi_x] or BUDGET_TICKS)
+            )
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.set_xlim(lo_x, hi_x)
+            ax.set_xlabel("labelled pixels (% of pool, log scale)")
             ax.xaxis.set_major_formatter(PercentFormatter(100.0, decimals=None))
         else:
             ax.set_xlabel("labelled images")

@@ -444,9 +444,9 @@ def figure_note(d: dict | None = None) -> str:
         "Line: mean test Dice over seeds; band: 95% Student-t interval of that mean over seeds "
         "(absent with one seed, clipped to [0, 1]); seeds per strategy in the legend. Image "
         "studies plot labelled images (integer ticks), tile studies the labelled-pixel "
-        "fraction of the training pool (their mean curve is interpolated over the common "
-        "range). Dotted line and grey band: full-data Dice, mean and 95% t-interval over the "
-        "reference runs (or the fallback's mean, named in the legend)."
+        "fraction of the training pool on a log axis (their mean curve is interpolated over "
+        "the common range). Dotted line and grey band: full-data Dice, mean and 95% t-interval "
+        "over the reference runs (or the fallback's mean, named in the legend)."
     )
 
 
