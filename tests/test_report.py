@@ -749,3 +749,25 @@ def test_maps_name_their_measure_image_and_role(tmp_path, monkeypatch):
     assert report.measure_name({"config": {"strategy": {"_target_": "os.system"}}}) == (
         "uncertainty"
     )
+
+
+def test_maps_come_from_the_lowest_seed_whose_files_are_here(tmp_path):
+    """A committed sweep has no maps/ folders: show a seed whose maps exist, say so once."""
+    root = build_runs(tmp_path / "runs", maps=True)
+    for seed in (0, 1):  # as after a clone: results.json names maps that are not on disk
+        for f in (root / "tem" / "uncertainty" / f"seed{seed}" / "maps").iterdir():
+            f.unlink()
+    out = tmp_path / "report"
+    write_report(root, out)
+    page = (out / "report.html").read_text()
+    assert "tem / uncertainty (seed 2)" in page
+    assert "not on this disk" not in page and "missing" not in page
+    assert (out / "uncertainty_maps.png").stat().st_size > 0
+
+    for seed in SEEDS[2:]:  # no seed has its maps: one note, no list of missing files
+        for f in (root / "tem" / "uncertainty" / f"seed{seed}" / "maps").iterdir():
+            f.unlink()
+    write_report(root, out)
+    page = (out / "report.html").read_text()
+    assert "tem / uncertainty (seed 0)" in page
+    assert page.count("not on this disk") == 1 and "missing:" not in page

@@ -147,8 +147,18 @@ def _run_maps(run: Mapping) -> dict[str, list[str]]:
     }
 
 
+def _maps_here(run: Mapping) -> bool:
+    """Whether any of a run's map files exists on this disk."""
+    base = Path(run.get("_path", ".")).parent
+    for files in _run_maps(run).values():
+        files = [files] if isinstance(files, str) else list(files or [])
+        if any((base / f).is_file() for f in files):
+            return True
+    return False
+
+
 def _uncertainty_entries(runs: list[dict]) -> dict[str, dict[str, dict]]:
-    """dataset -> strategy -> {seed, rounds: [(round, [Path])]} for the lowest-seed run."""
+    """dataset -> strategy -> {seed, rounds: [(round, [Path])]}: the lowest seed with maps here."""
     groups, _ = _group(runs)
     out: dict[str, dict[str, dict]] = {}
     for ds, strategies in sorted(groups.items()):
@@ -156,7 +166,9 @@ def _uncertainty_entries(runs: list[dict]) -> dict[str, dict[str, dict]]:
             with_maps = [s for s, r in per.items() if _run_maps(r)]
             if not with_maps:
                 continue
-            seed = min(with_maps, key=_seed_key)
+            # maps are not committed with a sweep: show the lowest seed whose files are here
+            here = [s for s in with_maps if _maps_here(per[s])]
+            seed = min(here or with_maps, key=_seed_key)
             run = per[seed]
             base = Path(run.get("_path", ".")).parent
             items = []

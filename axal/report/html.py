@@ -112,10 +112,15 @@ def _maps_section(maps: dict, maps_png: bytes | None, out_dir: Path) -> list[str
                 f"{e(entry.get('measure', 'uncertainty'))}</h3>"
             )
             parts.append('<div class="maps">')
+            missing = [f for _, files in entry["rounds"] for f in files if not Path(f).is_file()]
+            if missing:  # a sweep's maps/ folders are not committed: say so once
+                parts.append(
+                    f'<span class="note">{len(missing)} map file(s) not on this disk, e.g. '
+                    f"{e(str(missing[0]))} (run folders' maps/ are not committed)</span>"
+                )
             for rnd, files in entry["rounds"]:
                 for f in files:
                     if not Path(f).is_file():
-                        parts.append(f'<span class="note">missing: {e(str(f))}</span>')
                         continue
                     role, image_id = map_caption(f)
                     caption = f"round {rnd} · {role} · {image_id}" if role else f"round {rnd}"
