@@ -135,26 +135,19 @@ def _full_data_line(ax: Any, d: dict) -> None:
         ax.axhline(float(np.mean(values)), color="0.4", lw=0.8, ls=":", label=label)
 
 
-def _run_maps(run: Mapping) -> dict[str, list[str]]:
-    """round -> map paths: a top-level ``uncertainty_maps`` or the rounds' own lists."""
-    top = run.get("uncertainty_maps")
-    if top:
-        return dict(top)
-    return {
-        str(r.get("round")): list(r["uncertainty_maps"])
+def _run_maps(run: Mapping) -> list[tuple[str, list[Path]]]:
+    """(round, map paths beside the run's results.json) in round order: a top-level
+    ``uncertainty_maps`` or the rounds' own lists."""
+    top = run.get("uncertainty_maps") or {
+        str(r.get("round")): r["uncertainty_maps"]
         for r in run.get("rounds", [])
         if r.get("uncertainty_maps")
     }
-
-
-def _maps_here(run: Mapping) -> bool:
-    """Whether any of a run's map files exists on this disk."""
     base = Path(run.get("_path", ".")).parent
-    for files in _run_maps(run).values():
-        files = [files] if isinstance(files, str) else list(files or [])
-        if any((base / f).is_file() for f in files):
-            return True
-    return False
+    return [
+        (rnd, [base / f for f in ([files] if isinstance(files, str) else list(files or []))])
+        for rnd, files in sorted(dict(top).items(), key=lambda kv: _rkey(kv[0]))
+    ]
 
 
 def _uncertainty_entries(runs: list[dict]) -> dict[str, dict[str, dict]]:
@@ -163,22 +156,16 @@ def _uncertainty_entries(runs: list[dict]) -> dict[str, dict[str, dict]]:
     out: dict[str, dict[str, dict]] = {}
     for ds, strategies in sorted(groups.items()):
         for st, per in sorted(strategies.items()):
-            with_maps = [s for s, r in per.items() if _run_maps(r)]
-            if not with_maps:
+            maps = {s: m for s, r in per.items() if (m := _run_maps(r))}
+            if not maps:
                 continue
             # maps are not committed with a sweep: show the lowest seed whose files are here
-            here = [s for s in with_maps if _maps_here(per[s])]
-            seed = min(here or with_maps, key=_seed_key)
-            run = per[seed]
-            base = Path(run.get("_path", ".")).parent
-            items = []
-            for rnd, files in sorted(_run_maps(run).items(), key=lambda kv: _rkey(kv[0])):
-                files = [files] if isinstance(files, str) else list(files or [])
-                items.append((rnd, [base / f for f in files]))
+            here = [s for s, m in maps.items() if any(f.is_file() for _, fs in m for f in fs)]
+            seed = min(here or maps, key=_seed_key)
             out.setdefault(ds, {})[st] = {
                 "seed": seed,
-                "rounds": items,
-                "measure": measure_name(run),
+                "rounds": maps[seed],
+                "measure": measure_name(per[seed]),
             }
     return out
 

@@ -112,24 +112,24 @@ def _maps_section(maps: dict, maps_png: bytes | None, out_dir: Path) -> list[str
                 f"{e(entry.get('measure', 'uncertainty'))}</h3>"
             )
             parts.append('<div class="maps">')
-            missing = [f for _, files in entry["rounds"] for f in files if not Path(f).is_file()]
+            maps_of = [(rnd, Path(f)) for rnd, files in entry["rounds"] for f in files]
+            missing = [f for _, f in maps_of if not f.is_file()]
             if missing:  # a sweep's maps/ folders are not committed: say so once
                 parts.append(
                     f'<span class="note">{len(missing)} map file(s) not on this disk, e.g. '
                     f"{e(str(missing[0]))} (run folders' maps/ are not committed)</span>"
                 )
-            for rnd, files in entry["rounds"]:
-                for f in files:
-                    if not Path(f).is_file():
-                        continue
-                    role, image_id = map_caption(f)
-                    caption = f"round {rnd} · {role} · {image_id}" if role else f"round {rnd}"
-                    # linked, not embedded: a sweep's maps would make the page tens of MB
-                    src = Path(os.path.relpath(Path(f).resolve(), out_dir.resolve())).as_posix()
-                    parts.append(
-                        f'<figure><a href="{e(src)}"><img src="{e(src)}" alt="{e(caption)}" '
-                        f'loading="lazy"></a><figcaption>{e(caption)}</figcaption></figure>'
-                    )
+            for rnd, f in maps_of:
+                if f in missing:
+                    continue
+                role, image_id = map_caption(f)
+                caption = f"round {rnd} · {role} · {image_id}" if role else f"round {rnd}"
+                # linked, not embedded: a sweep's maps would make the page tens of MB
+                src = Path(os.path.relpath(f.resolve(), out_dir.resolve())).as_posix()
+                parts.append(
+                    f'<figure><a href="{e(src)}"><img src="{e(src)}" alt="{e(caption)}" '
+                    f'loading="lazy"></a><figcaption>{e(caption)}</figcaption></figure>'
+                )
             parts.append("</div>")
     return parts
 
