@@ -12,7 +12,7 @@ import logging
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .io import (
@@ -165,22 +165,19 @@ class _Reading:
     task: str | None = "myelin"
     mask_encoding: str = "auto"
     bit_depth: int | None = None
-    found: dict[str, str] | None = None
+    found: dict[str, str] = field(default_factory=dict)
 
     def image(self, path: Path):
         return read_image(path, bit_depth=self.bit_depth)
 
     def mask(self, path: Path, raw):
         classes, encoding = decode_mask(raw, path, self.mask_encoding, self.task)
-        if self.found is None:
-            self.found = {}
         self.found[str(path)] = encoding
         return classes
 
     def finish(self) -> None:
-        found = self.found or {}
-        check_same_encoding(found)
-        if "binary" in found.values():
+        check_same_encoding(self.found)
+        if "binary" in self.found.values():
             log.info("one-class (0 / 255) masks: 255 is read as myelin (task=%s)", self.task)
 
 
