@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Several sweeps at once on one GPU machine without network, within a time budget.
 #
-#   bash benchmarks/gpu_sweep.sh EXPERIMENT[:JOBS[:SEEDS]] ...   e.g. convergence_tem:5 tem_tile:9:1-3
+#   bash benchmarks/gpu_sweep.sh EXPERIMENT[:JOBS[:SEEDS[:STRATEGIES]]] ...
+#   e.g. convergence_tem:5 tem_tile:9:1-3 sem_tile:2:0-9:full
 #
 # SEEDS (e.g. 1-3 or 1,4,7) narrows the experiment's seed grid, so that the jobs that start
 # are the ones that can finish: sweeps take seeds in order, every strategy of a seed at once.
+# STRATEGIES (e.g. full or random,bald) narrows its strategy grid the same way.
 # A tiny U-Net leaves a GPU mostly idle, so every experiment's sweep runs JOBS jobs at once
 # (default 4) and all experiments run side by side. Each job folder is the sweep's usual one
 # (sweep.dir of the experiment): finished jobs are skipped and unfinished ones resume, here or
@@ -43,28 +45,32 @@ done) > "$OUT/gpu.log" 2>&1 &
 monitor=$!
 
 pids=()
+n=0
 for spec in "$@"; do
-  IFS=: read -r exp jobs seeds <<< "$spec"
+  n=$((n + 1))
+  IFS=: read -r exp jobs seeds strategies <<< "$spec"
   extra=()
   if [[ -n "$seeds" ]]; then
     [[ "$seeds" == *-* ]] && seeds=$(seq -s, "${seeds%-*}" "${seeds#*-}")
-    extra=("sweep.grid.seed=[$seeds]")
+    extra+=("sweep.grid.seed=[$seeds]")
   fi
+  [[ -n "$strategies" ]] && extra+=("sweep.grid.strategy=[$strategies]")
   left=$((BUDGET - (SECONDS - start)))
   timeout -s INT -k 20 "$left" python3 sweep.py "experiment=$exp" "trainer=$TRAINER" \
-    "sweep.jobs=${jobs:-4}" sweep.threads=1 logger=none "${extra[@]}" > "logs/sweep-$exp.log" 2>&1 &
+    "sweep.jobs=${jobs:-4}" sweep.threads=1 logger=none "${extra[@]}" > "logs/sweep-$n-$exp.log" 2>&1 &
   pids+=($!)
 done
 for pid in "${pids[@]}"; do wait "$pid"; done
 kill "$monitor" 2>/dev/null
 
 echo "== after $((SECONDS - start)) s"
+n=0
 for spec in "$@"; do
-  exp=${spec%%:*}
-  echo "-- $exp"; grep -E "^sweep:" "logs/sweep-$exp.log" | tail -4
+  n=$((n + 1))
+  echo "-- $spec"; grep -E "^sweep:" "logs/sweep-$n-${spec%%:*}.log" | tail -4
 done
 find results/runs -name results.json 2>/dev/null | wc -l | xargs echo "results.json under results/runs:"
-cat logs/sweep-*.log > "$OUT/sweeps.log"
+cat logs/sweep-[0-9]*-*.log > "$OUT/sweeps.log"
 tar czf "$OUT/runs.tgz" --exclude='*.ckpt' --exclude='maps' --exclude=run.lock results/runs
 # Unfinished runs with a checkpoint, most rounds first: their last checkpoint, one file each.
 python3 - "${CKPTS:-5}" <<'PY' | while read -r n ckpt; do tar czf "$OUT/ckpt-$n.tgz" "$ckpt"; done
