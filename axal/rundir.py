@@ -41,9 +41,12 @@ log = logging.getLogger("axal")
 LOCK = "run.lock"
 RESULTS = "results.json"
 CONFIG = "config.yaml"
-# settings that change only speed, memory or logging: a resumed run may change them
+# settings that change only speed, memory or logging: a resumed run may change them (a run
+# begun on a GPU may go on on a CPU: same precision, steps and seeds)
 MAY_CHANGE = (
     "resume",
+    "trainer.accelerator",
+    "trainer.devices",
     "trainer.num_threads",
     "trainer.progress",
     "logger",

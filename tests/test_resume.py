@@ -34,15 +34,22 @@ def test_resume_refuses_a_changed_per_round_and_names_it(cfg_factory, tmp_path):
 
 
 def test_resume_may_change_speed_and_logging_settings_but_not_shrink_rounds():
-    recorded = {"al": {"rounds": 3, "per_round": 1, "tile_batch": 2}, "trainer": {"lr": 1}}
-    new = {"al": {"rounds": 5, "per_round": 1, "tile_batch": 8}, "trainer": {"lr": 1}}
+    recorded = {
+        "al": {"rounds": 3, "per_round": 1, "tile_batch": 2},
+        "trainer": {"lr": 1, "accelerator": "gpu"},
+    }
+    new = {
+        "al": {"rounds": 5, "per_round": 1, "tile_batch": 8},
+        "trainer": {"lr": 1, "accelerator": "cpu"},
+    }
     new["logger"] = {"kind": "csv"}  # a new key of an allowed group
     changed = compare_configs(recorded, new)
     assert changed["al.rounds"] == [3, 5] and changed["al.tile_batch"] == [2, 8]
+    assert changed["trainer.accelerator"] == ["gpu", "cpu"]  # a GPU run may go on on a CPU
     with pytest.raises(ConfigError, match=r"al.rounds: 3 -> 2"):
         compare_configs(recorded, {**new, "al": {**new["al"], "rounds": 2}})
     with pytest.raises(ConfigError, match=r"trainer.lr: 1 -> 2"):
-        compare_configs(recorded, {**new, "trainer": {"lr": 2}})
+        compare_configs(recorded, {**new, "trainer": {"lr": 2, "accelerator": "cpu"}})
 
 
 def test_extending_a_finished_run_matches_a_longer_run(cfg_factory, tmp_path):
