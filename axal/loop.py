@@ -449,7 +449,8 @@ def active_round(
     labelled_pixels = dm.labelled_pixels()
     seed = round_seed(cfg.seed, r)
     steps = round_steps(cfg, previous is not None)
-    fit = fit_round(cfg, dm, make_model, seed, steps, [callback] if k and dm.test else [])
+    callbacks = [callback] if k and dm.test else []
+    fit = fit_round(cfg, dm, make_model, seed, steps, callbacks, from_scratch=previous is None)
     model, trainer = fit.model, fit.trainer
     train_loss = _float(trainer.callback_metrics.get("train_loss"))
     if dm.test:

@@ -4,7 +4,9 @@ A round trains for ``trainer.steps`` optimizer steps (``trainer.finetune_steps``
 when fine-tuning), whatever the labelled set's size, so random selection and every other
 strategy get exactly the same recipe. After training, the model is checked on its own labelled
 pixels: a model that predicts (almost) everything or nothing as foreground, or that misses a
-class the labels hold, or whose training loss did not fall, has collapsed. It is then retrained
+class the labels hold, or, trained from scratch, whose training loss did not fall, has collapsed
+(a fine-tuned model starts near its final loss, so the loss test would flag a healthy one). It
+is then retrained
 from a seed derived from the round's seed, up to ``trainer.max_restarts`` times; the number of
 restarts is recorded, and the same seed gives the same restarts.
 """
@@ -77,9 +79,17 @@ def class_fractions(model: L.LightningModule, dm: ActiveDataModule) -> tuple[np.
 
 
 def collapse_reason(
-    predicted: np.ndarray, labelled: np.ndarray, losses: list[float], rule: CollapseRule
+    predicted: np.ndarray,
+    labelled: np.ndarray,
+    losses: list[float],
+    rule: CollapseRule,
+    from_scratch: bool = True,
 ) -> str | None:
-    """Why a model with these class shares and this loss history is degenerate, or None."""
+    """Why a model with these class shares and this loss history is degenerate, or None.
+
+    The loss must fall only for a model trained ``from_scratch``: a fine-tuned one starts near
+    its final loss.
+    """
     fg_pred, fg_true = 1.0 - predicted[0], 1.0 - labelled[0]
     if fg_pred > rule.max_foreground and fg_true <= rule.max_foreground:
         return f"predicts {fg_pred:.0%} foreground where the labels hold {fg_true:.0%}"
@@ -90,7 +100,7 @@ def collapse_reason(
             return (
                 f"predicts {predicted[c]:.1%} of class {c} where the labels hold {labelled[c]:.0%}"
             )
-    if len(losses) >= rule.min_steps:
+    if from_scratch and len(losses) >= rule.min_steps:
         k = max(1, len(losses) // 10)
         first, last = float(np.mean(losses[:k])), float(np.mean(losses[-k:]))
         if last > rule.max_loss_ratio * first:
@@ -127,8 +137,12 @@ def fit_round(
     round_seed: int,
     steps: int,
     callbacks: list[L.Callback] | None = None,
+    from_scratch: bool = True,
 ) -> RoundFit:
-    """Train a fresh ``make_model()`` for ``steps`` steps; retrain it while it has collapsed."""
+    """Train a fresh ``make_model()`` for ``steps`` steps; retrain it while it has collapsed.
+
+    ``from_scratch`` is False when ``make_model`` loads the previous round's weights.
+    """
     rule = CollapseRule.from_config(cfg.trainer.get("collapse"))
     max_restarts = int(cfg.trainer.get("max_restarts", 2))
     dm.steps = steps
@@ -140,7 +154,7 @@ def fit_round(
         trainer = make_trainer(cfg, steps, list(callbacks or []), has_val=bool(dm.val))
         trainer.fit(model, datamodule=dm)
         predicted, labelled = class_fractions(model, dm)
-        reason = collapse_reason(predicted, labelled, model.loss_history, rule)
+        reason = collapse_reason(predicted, labelled, model.loss_history, rule, from_scratch)
         if reason is None:
             break
         collapses.append(reason)

@@ -27,17 +27,21 @@ def test_every_round_trains_exactly_the_configured_steps(cfg_factory, tmp_path, 
     seen = []
     real = loop.fit_round
 
-    def spy(cfg, dm, make_model, seed, steps, callbacks=None):
-        fit = real(cfg, dm, make_model, seed, steps, callbacks)
-        seen.append((len(dm.labelled), fit.trainer.global_step))
+    def spy(cfg, dm, make_model, seed, steps, callbacks=None, from_scratch=True):
+        fit = real(cfg, dm, make_model, seed, steps, callbacks, from_scratch)
+        seen.append((len(dm.labelled), fit.trainer.global_step, from_scratch))
         return fit
 
     monkeypatch.setattr(loop, "fit_round", spy)
     cfg = cfg_factory("strategy=random", "al.rounds=3", "trainer.steps=5", "al.reinit=true")
     saved = loop.run(cfg, tmp_path)
-    assert [n for n, _ in seen] == [2, 3, 4]  # the labelled set grows ...
-    assert [g for _, g in seen] == [5, 5, 5]  # ... the optimizer steps do not
+    assert [n for n, _, _ in seen] == [2, 3, 4]  # the labelled set grows ...
+    assert [g for _, g, _ in seen] == [5, 5, 5]  # ... the optimizer steps do not
     assert [r["steps"] for r in saved["rounds"]] == [5, 5, 5]
+    assert [fresh for _, _, fresh in seen] == [True, True, True]  # reinit: all from scratch
+    seen.clear()
+    loop.run(cfg_factory("strategy=random", "al.rounds=2", "trainer.steps=5"), tmp_path / "ft")
+    assert [fresh for _, _, fresh in seen] == [True, False]  # fine-tuning skips the loss test
 
 
 def test_fine_tuning_rounds_use_their_own_step_budget(cfg_factory, tmp_path):
@@ -62,6 +66,11 @@ def test_collapse_rule_flags_degenerate_models_and_passes_healthy_ones():
     assert "did not fall" in collapse_reason(np.array([0.6, 0.4]), labels, flat, rule)
     falling = list(np.linspace(0.7, 0.2, 30))
     assert collapse_reason(np.array([0.6, 0.4]), labels, falling, rule) is None
+    # a fine-tuned model starts near its final loss: a flat loss is no collapse there, but
+    # predicting all foreground still is
+    fine_tuned = [0.17] * 300
+    assert collapse_reason(np.array([0.6, 0.4]), labels, fine_tuned, rule, False) is None
+    assert "foreground" in collapse_reason(np.array([0.02, 0.98]), labels, fine_tuned, rule, False)
 
 
 def test_a_collapsed_model_is_detected_and_retrained(cfg_factory, tmp_path, monkeypatch):
