@@ -9,7 +9,8 @@ labelled-pixel fraction for tile studies. Everything is written atomically into 
 ``report.html`` is self-contained (offline) and defines every column it shows.
 
 Modules: ``statistics`` (curves and tests), ``summary`` (loading, grouping, ``summarize``),
-``tables`` (markdown/CSV tables and their definitions), ``figures``, ``html``; this package
+``tables`` (markdown/CSV tables and their definitions), ``figures``, ``html``, and ``picks``
+(what each strategy picked, from the dataset's masks; a command of its own); this package
 re-exports the public names that ``axal.report`` had before it was split.
 """
 
