@@ -6,7 +6,7 @@ import numpy as np
 
 from axal.loop import load_samples, run
 from axal.pools import task_mask
-from axal.report.picks import boundary, composition, summarize_picks, write_picks
+from axal.report.picks import Labels, boundary, composition, summarize_picks, write_picks
 from axal.report.summary import load_runs
 
 
@@ -20,7 +20,7 @@ def test_boundary_marks_both_sides_of_a_class_change_and_nothing_else():
 def test_composition_counts_only_the_pixels_inside_the_units():
     mask = np.zeros((4, 4), dtype=np.uint8)
     mask[:2, :2] = 1  # myelin fills the top-left 2x2 tile only
-    masks = {"img": mask}
+    masks = Labels.of({"img": mask})
     top_left = composition(["img@0,0,2,2"], masks)
     assert top_left["myelin"] == 1.0 and top_left["boundary"] == 0.75  # all but its corner
     assert composition(["img@2,2,2,2"], masks)["myelin"] == 0.0

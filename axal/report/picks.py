@@ -15,6 +15,7 @@ import argparse
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,20 +42,34 @@ def boundary(mask: np.ndarray) -> np.ndarray:
     return edge
 
 
-def composition(units: Iterable[str], masks: Mapping[str, np.ndarray]) -> dict[str, float]:
+@dataclass(frozen=True)
+class Labels:
+    """A dataset's masks with what every run's composition needs, computed once."""
+
+    masks: Mapping[str, np.ndarray]
+    edges: Mapping[str, np.ndarray]
+    shapes: Mapping[str, tuple[int, ...]]
+    n_classes: int
+
+    @classmethod
+    def of(cls, masks: Mapping[str, np.ndarray]) -> Labels:
+        return cls(
+            masks=masks,
+            edges={k: boundary(m) for k, m in masks.items()},
+            shapes={k: m.shape for k, m in masks.items()},
+            n_classes=max(2, 1 + max(int(m.max()) for m in masks.values())),
+        )
+
+
+def composition(units: Iterable[str], labels: Labels) -> dict[str, float]:
     """Class and boundary shares of the pixels inside ``units`` (ids ``image`` or ``image@box``)."""
-    shapes = {k: m.shape for k, m in masks.items()}
-    edges: dict[str, np.ndarray] = {}
-    n_classes = 1 + max(int(m.max()) for m in masks.values())
-    counts = np.zeros(max(n_classes, 2))
+    counts = np.zeros(labels.n_classes)
     n_edge = 0
     for unit_id in units:
-        unit = Unit.parse(unit_id, shapes)
-        window = masks[unit.image][unit.slices]
+        unit = Unit.parse(unit_id, labels.shapes)
+        window = labels.masks[unit.image][unit.slices]
         counts += np.bincount(window.ravel(), minlength=counts.size)[: counts.size]
-        if unit.image not in edges:
-            edges[unit.image] = boundary(masks[unit.image])
-        n_edge += int(edges[unit.image][unit.slices].sum())
+        n_edge += int(labels.edges[unit.image][unit.slices].sum())
     total = max(1.0, counts.sum())
     out = {name: counts[c] / total for c, name in CLASS_NAMES.items() if c < counts.size}
     out["boundary"] = n_edge / total
@@ -62,29 +77,28 @@ def composition(units: Iterable[str], masks: Mapping[str, np.ndarray]) -> dict[s
     return out
 
 
-def _masks(config: Mapping, cache: dict) -> dict[str, np.ndarray]:
+def _labels(config: Mapping, cache: dict) -> Labels:
     """The run's masks at its training resolution, loaded once per dataset setting."""
     cfg = OmegaConf.create(dict(config))
     key = json.dumps([OmegaConf.to_container(cfg.dataset), str(cfg.task)], sort_keys=True)
     if key not in cache:
-        cache[key] = {
-            s.id: task_mask(s.mask, str(cfg.task)) for s in load_samples(cfg) if s.mask is not None
-        }
+        samples = [s for s in load_samples(cfg) if s.mask is not None]
+        cache[key] = Labels.of({s.id: task_mask(s.mask, str(cfg.task)) for s in samples})
     return cache[key]
 
 
 def run_picks(run: Mapping, cache: dict) -> dict[str, Any]:
     """One run's picks against its starting pool."""
-    masks = _masks(run["config"], cache)
+    labels = _labels(run["config"], cache)
     picked = [u for r in run["rounds"] for u in (r.get("selected") or [])]
     per_image: dict[str, int] = defaultdict(int)
     for unit_id in picked:
-        per_image[unit_id.rpartition("@")[0] or unit_id] += 1
+        per_image[Unit.parse(unit_id, labels.shapes).image] += 1
     return {
         "seed": int(run["seed"]),
         "n_picked": len(picked),
-        "picked": composition(picked, masks),
-        "pool": composition(run["splits"]["pool"], masks),
+        "picked": composition(picked, labels),
+        "pool": composition(run["splits"]["pool"], labels),
         "images": len(per_image),
         "most_in_one_image": max(per_image.values(), default=0),
     }
