@@ -6,9 +6,8 @@ strategy get exactly the same recipe. After training, the model is checked on it
 pixels: a model that predicts (almost) everything or nothing as foreground, or that misses a
 class the labels hold, or, trained from scratch, whose training loss did not fall, has collapsed
 (a fine-tuned model starts near its final loss, so the loss test would flag a healthy one). It
-is then retrained
-from a seed derived from the round's seed, up to ``trainer.max_restarts`` times; the number of
-restarts is recorded, and the same seed gives the same restarts.
+is then retrained from a seed derived from the round's seed, up to ``trainer.max_restarts``
+times; the number of restarts is recorded, and the same seed gives the same restarts.
 """
 
 from __future__ import annotations
