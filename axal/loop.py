@@ -42,6 +42,7 @@ from axal.checkpoint import describe as describe_model
 from axal.checkpoint import load_weights
 from axal.data import check_foreground, load_dataset, split_by_subject
 from axal.errors import ConfigError
+from axal.first_round import entry_dir, restore_with, shared_fit
 from axal.networks import PLACEMENTS
 from axal.pools import TASKS, UNITS, ActiveDataModule, Unit, unit_splits
 from axal.rundir import (
@@ -426,6 +427,7 @@ def active_round(
     checkpoint: Path,
     previous: Path | None = None,
     reveal: bool = True,
+    shared: Path | None = None,
 ) -> Round:
     """One round, shared by the simulation and real annotation.
 
@@ -433,7 +435,8 @@ def active_round(
     (``trainer.finetune_steps``); tests it when ``dm`` has a test set; scores the pool and
     picks ``k`` units (none when ``k`` is 0); saves the model to ``checkpoint``. ``reveal``
     (simulation) labels the picks in ``dm``; otherwise they stay in the pool until a person
-    labels them.
+    labels them. ``shared`` is the :mod:`axal.first_round` entry a round 0 is loaded from, or
+    trained into.
     """
     r = round_index
 
@@ -450,9 +453,22 @@ def active_round(
     seed = round_seed(cfg.seed, r)
     steps = round_steps(cfg, previous is not None)
     callbacks = [callback] if k and dm.test else []
-    fit = fit_round(cfg, dm, make_model, seed, steps, callbacks, from_scratch=previous is None)
+
+    def train() -> RoundFit:
+        return fit_round(cfg, dm, make_model, seed, steps, callbacks, from_scratch=previous is None)
+
+    sharing = None
+    if shared is None:
+        fit = train()
+    else:
+        fit, sharing = shared_fit(
+            shared,
+            train,
+            restore_with(make_model, str(cfg.task)),
+            lambda n: make_trainer(cfg, n, callbacks, has_val=bool(dm.val)),
+            run_dir,
+        )
     model, trainer = fit.model, fit.trainer
-    train_loss = _float(trainer.callback_metrics.get("train_loss"))
     if dm.test:
         trainer.test(model, datamodule=dm, verbose=False)  # the callback picks at its end
     elif k:
@@ -470,7 +486,7 @@ def active_round(
         "selected": callback.selected,
         "scores": callback.scores,
         "test": model.test_metrics if dm.test else None,
-        "train_loss": train_loss,
+        "train_loss": fit.train_loss,
         **describe(fit),
         "fine_tuned_from": None if previous is None else _relative(previous, run_dir),
         "checkpoint": _relative(checkpoint, run_dir),
@@ -478,6 +494,8 @@ def active_round(
         "acquire_seconds": round(callback.seconds, 3),
         "uncertainty_maps": [_relative(Path(p), run_dir) for p in callback.maps],
     }
+    if sharing is not None:
+        record["shared_first_round"] = sharing
     return Round(record, fit, callback)
 
 
@@ -499,9 +517,11 @@ def _rounds(
     ckpt_dir = run_dir / "checkpoints"
     ckpt_dir.mkdir(exist_ok=True)
     start = len(results["rounds"])
+    cache = cfg.al.get("first_round_cache")
     for r in range(start, cfg.al.rounds):
         last = r == cfg.al.rounds - 1 or not dm.unlabelled
         fine_tune = r > 0 and not cfg.al.reinit
+        share = cache and r == 0 and dm.unlabelled  # a run with nothing to pick shares nothing
         done = active_round(
             cfg,
             dm,
@@ -511,6 +531,7 @@ def _rounds(
             run_dir=run_dir,
             checkpoint=ckpt_dir / f"round-{r}.ckpt",
             previous=ckpt_dir / f"round-{r - 1}.ckpt" if fine_tune else None,
+            shared=entry_dir(cache, results["config"], results["splits"]) if share else None,
         )
         record, fit, callback = done.record, done.fit, done.acquisition
         for key in ("checkpoint", "fine_tuned_from"):  # only the last checkpoint is kept
@@ -566,7 +587,3 @@ def write_selection_csv(path: Path, results: dict[str, Any], dm: ActiveDataModul
                 ]
             )
     atomic_write(path, buf.getvalue())
-
-
-def _float(value: Any) -> float | None:
-    return None if value is None else float(value)

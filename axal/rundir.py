@@ -54,6 +54,7 @@ MAY_CHANGE = (
     "al.tile_batch",
     "al.sample_chunk",
     "al.n_fixed_maps",
+    "al.first_round_cache",
     "sweep",
     "hydra",
 )

@@ -75,6 +75,8 @@ def expand(cfg: DictConfig, overrides: list[str]) -> list[Job]:
     grid = OmegaConf.to_container(sweep.grid, resolve=True)
     # seeds outermost: an interrupted sweep holds complete seed-paired sets of strategies
     keys = sorted(grid, key=lambda k: k != "seed")
+    if sweep.get("share_first_round", True) and not cfg.al.get("first_round_cache"):
+        overrides = [*overrides, f"al.first_round_cache='{base / 'first_rounds'}'"]
     jobs = []
     for values in itertools.product(*(grid[k] for k in keys)):
         assignment = dict(zip(keys, values))
@@ -84,6 +86,27 @@ def expand(cfg: DictConfig, overrides: list[str]) -> list[Job]:
             job_over.append(f"label={_format_label(label, assignment)}")
         jobs.append(Job(overrides + job_over, job_dir(base, assignment)))
     return jobs
+
+
+def schedule(jobs: list[Job], at_once: int) -> list[Job]:
+    """The order to start ``jobs`` in, ``at_once`` running together.
+
+    Jobs that differ only in strategy (a seed's set) share round 0 (:mod:`axal.first_round`):
+    the first to start trains it, and a sibling started beside it would wait. So sets are taken
+    ``at_once`` at a time, and within them the first job of each set goes first: the running
+    jobs train different round 0s, and sets still finish together.
+    """
+    sets: dict[tuple[str, ...], list[Job]] = {}
+    for job in jobs:
+        key = tuple(o for o in job.overrides if not o.startswith(("strategy=", "label=")))
+        sets.setdefault(key, []).append(job)
+    groups = list(sets.values())
+    order = []
+    for i in range(0, len(groups), max(1, at_once)):
+        block = groups[i : i + max(1, at_once)]
+        for rank in range(max(len(g) for g in block)):
+            order += [g[rank] for g in block if rank < len(g)]
+    return order
 
 
 def _format_label(template: str, assignment: dict[str, Any]) -> str:
@@ -244,7 +267,7 @@ def _run_jobs(cfg: DictConfig, todo: list[Job], jobs: int | None) -> None:
         flush=True,
     )
     with ThreadPoolExecutor(max_workers=n_jobs) as pool:
-        for job in pool.map(lambda j: run_job(j, threads), pending):
+        for job in pool.map(lambda j: run_job(j, threads), schedule(pending, n_jobs)):
             print(f"sweep: {job.status:6s} {job.run_dir}", flush=True)
     failed = [j for j in todo if j.status == "failed"]
     for job in failed:

@@ -55,6 +55,7 @@ class RoundFit:
     collapses: list[str] = field(default_factory=list)  # why each discarded attempt failed
     collapsed: bool = False  # the kept model still failed the check (restarts exhausted)
     seconds: float = 0.0
+    train_loss: float | None = None  # the last logged training loss
 
 
 def attempt_seed(round_seed: int, attempt: int) -> int:
@@ -169,7 +170,12 @@ def fit_round(
         collapses=collapses,
         collapsed=reason is not None,
         seconds=time.perf_counter() - start,
+        train_loss=_float(trainer.callback_metrics.get("train_loss")),
     )
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def describe(fit: RoundFit) -> dict[str, Any]:

@@ -1,0 +1,150 @@
+"""Round 0 trained once per seed and shared by the strategies of a sweep (axal.first_round)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+import axal.loop
+from axal.first_round import MODEL, RECORD, entry_dir, shared_fit
+from axal.loop import run
+from axal.rundir import RunLock
+from axal.sweep import ROOT, Job, compose_sweep, expand, schedule
+from tests.conftest import compose_cfg
+
+
+def _results(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def _count_training(monkeypatch) -> list[int]:
+    """The steps of every round the loop trains (fit_round calls)."""
+    calls: list[int] = []
+    real = axal.loop.fit_round
+
+    def counting(cfg, dm, make_model, seed, steps, *args, **kwargs):
+        calls.append(steps)
+        return real(cfg, dm, make_model, seed, steps, *args, **kwargs)
+
+    monkeypatch.setattr(axal.loop, "fit_round", counting)
+    return calls
+
+
+def test_a_strategy_loading_the_shared_round_0_gets_the_results_of_training_it(
+    cfg_factory, tmp_path, monkeypatch
+):
+    fast = ["trainer.steps=4", "trainer.finetune_steps=2"]
+    alone = run(cfg_factory("strategy=bald", *fast), tmp_path / "alone")
+    cache = f"al.first_round_cache={tmp_path / 'shared'}"
+    first = run(cfg_factory("strategy=random", cache, *fast), tmp_path / "random")
+    calls = _count_training(monkeypatch)
+    shared = run(cfg_factory("strategy=bald", cache, *fast), tmp_path / "bald")
+
+    assert calls == [2]  # only round 1 (fine-tuning) trained; round 0 was loaded
+    stored = first["rounds"][0]["shared_first_round"]
+    assert stored["trained_here"] is True
+    loaded = shared["rounds"][0]["shared_first_round"]
+    assert loaded["trained_here"] is False and loaded["entry"] == stored["entry"]
+    assert loaded["trained_by"] == str(tmp_path / "random")
+    assert "shared_first_round" not in shared["rounds"][1]
+    for mine, theirs in zip(shared["rounds"], alone["rounds"], strict=True):
+        for key in ("test", "train_loss", "selected", "scores", "labelled", "steps", "restarts"):
+            assert mine[key] == theirs[key], key
+    assert _results(tmp_path / "bald")["rounds"] == shared["rounds"]
+
+
+def test_runs_that_train_round_0_differently_never_share_an_entry(tmp_path):
+    splits = {"test": ["a"], "val": ["b"], "initial": ["c"], "pool": ["d", "e"]}
+
+    def entry(*overrides: str, splits: dict = splits) -> Path:
+        cfg = compose_cfg(["dataset=synthetic", *overrides])
+        from omegaconf import OmegaConf
+
+        return entry_dir(tmp_path, OmegaConf.to_container(cfg, resolve=True), splits)
+
+    base = entry()
+    # the strategy, its display label, logging and speed settings leave round 0 unchanged
+    for same in ("strategy=bald", "label=x", "logger=none", "trainer.num_threads=3", "al.rounds=4"):
+        assert entry(same) == base, same
+    for other in ("seed=1", "trainer.steps=7", "model=tiny", "model.dropout_rate=0.3"):
+        assert entry(other) != base, other
+    assert entry(splits={**splits, "initial": ["d"], "pool": ["c", "e"]}) != base
+
+
+def test_a_run_waits_for_the_round_0_another_run_is_training(tmp_path):
+    entry = tmp_path / "seed0-key"
+    entry.mkdir()
+    other = RunLock(entry).acquire()  # another run is training this round 0
+    got: dict = {}
+
+    def second_run() -> None:
+        def train():
+            raise AssertionError("trained a round 0 that another run was training")
+
+        got["fit"], got["info"] = shared_fit(
+            entry,
+            train,
+            restore=lambda path: ("model from", path.name),
+            trainer=lambda steps: ("trainer for", steps),
+            run_dir=tmp_path / "second",
+            poll=0.02,
+        )
+
+    waiting = threading.Thread(target=second_run)
+    waiting.start()
+    waiting.join(0.3)
+    assert waiting.is_alive()  # still waiting: nothing stored yet
+    (entry / MODEL).write_bytes(b"weights")
+    (entry / RECORD).write_text(json.dumps({"steps": 5, "train_loss": 0.3, "trained_by": "x"}))
+    other.release()
+    waiting.join(5)
+    assert got["fit"].model == ("model from", MODEL)
+    assert got["fit"].trainer == ("trainer for", 5) and got["fit"].train_loss == 0.3
+    assert got["info"]["trained_here"] is False and got["info"]["trained_by"] == "x"
+
+
+def test_a_damaged_entry_is_trained_again_by_the_run_that_finds_it(tmp_path, caplog):
+    entry = tmp_path / "seed0-key"
+    entry.mkdir()
+    (entry / RECORD).write_text("{not json")
+    fit, info = shared_fit(
+        entry,
+        train=lambda: "trained here",
+        restore=lambda path: pytest.fail("restored a damaged entry"),
+        trainer=lambda steps: None,
+        run_dir=tmp_path,
+    )
+    assert fit == "trained here" and info["trained_here"] and info["entry_unreadable"]
+    assert str(entry) in caplog.text and "unreadable" in caplog.text
+
+
+def test_sweep_starts_one_job_per_seed_at_a_time_so_none_waits_for_a_sibling():
+    jobs = [
+        Job([f"seed={s}", f"strategy={st}"], Path(f"{st}/seed{s}"))
+        for s in range(5)
+        for st in ("random", "bald", "full")
+    ]
+    order = [str(j.run_dir) for j in schedule(jobs, at_once=2)]
+    assert order[:6] == [
+        "random/seed0",
+        "random/seed1",
+        "bald/seed0",
+        "bald/seed1",
+        "full/seed0",
+        "full/seed1",
+    ]
+    assert order[6:8] == ["random/seed2", "random/seed3"]
+    assert order[-3:] == ["random/seed4", "bald/seed4", "full/seed4"]
+    assert sorted(order) == sorted(str(j.run_dir) for j in jobs)
+
+
+def test_a_sweeps_jobs_share_round_0_in_its_folder_unless_told_not_to():
+    cfg = compose_sweep(["experiment=sem_tile"])
+    jobs = expand(cfg, [])
+    cache = f"al.first_round_cache='{ROOT / cfg.sweep.dir / 'first_rounds'}'"
+    assert all(cache in j.overrides for j in jobs)
+    off = compose_sweep(["experiment=sem_tile", "sweep.share_first_round=false"])
+    assert not any("first_round_cache" in o for j in expand(off, []) for o in j.overrides)
