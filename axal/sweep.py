@@ -9,6 +9,9 @@ A job dies with its sweep (``axal.rundir.die_with_parent``; a SIGTERM/SIGHUP/SIG
 sweep stops its jobs first), and a job folder still locked by a live run (another sweep's job)
 is waited for, never run twice at once. An unreadable results.json is moved aside as
 ``results.json.bad`` and reported, and the job starts again: nothing is silently overwritten.
+Jobs that differ only in strategy train round 0 once and share it (``sweep.share_first_round``,
+:mod:`axal.first_round`); a free worker starts a job of a seed with none running
+(:func:`next_job`), so no job sits idle waiting for a sibling's round 0.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,25 +91,19 @@ def expand(cfg: DictConfig, overrides: list[str]) -> list[Job]:
     return jobs
 
 
-def schedule(jobs: list[Job], at_once: int) -> list[Job]:
-    """The order to start ``jobs`` in, ``at_once`` running together.
+def seed_set(job: Job) -> tuple[str, ...]:
+    """The job's overrides but its strategy: jobs with the same set share round 0."""
+    return tuple(o for o in job.overrides if not o.startswith(("strategy=", "label=")))
 
-    Jobs that differ only in strategy (a seed's set) share round 0 (:mod:`axal.first_round`):
-    the first to start trains it, and a sibling started beside it would wait. So sets are taken
-    ``at_once`` at a time, and within them the first job of each set goes first: the running
-    jobs train different round 0s, and sets still finish together.
+
+def next_job(queue: list[Job], running: list[Job]) -> Job:
+    """The job to start next: the first whose set has no job running, else the first.
+
+    Jobs that differ only in strategy share round 0 (:mod:`axal.first_round`): a sibling
+    started beside the job training it would wait, idle, for it; another seed's job works.
     """
-    sets: dict[tuple[str, ...], list[Job]] = {}
-    for job in jobs:
-        key = tuple(o for o in job.overrides if not o.startswith(("strategy=", "label=")))
-        sets.setdefault(key, []).append(job)
-    groups = list(sets.values())
-    order = []
-    for i in range(0, len(groups), max(1, at_once)):
-        block = groups[i : i + max(1, at_once)]
-        for rank in range(max(len(g) for g in block)):
-            order += [g[rank] for g in block if rank < len(g)]
-    return order
+    busy = {seed_set(j) for j in running}
+    return next((j for j in queue if seed_set(j) not in busy), queue[0])
 
 
 def _format_label(template: str, assignment: dict[str, Any]) -> str:
@@ -266,9 +263,20 @@ def _run_jobs(cfg: DictConfig, todo: list[Job], jobs: int | None) -> None:
         f"{len(pending)} to run ({n_jobs} at a time, {threads} threads each)",
         flush=True,
     )
+    queue, running = list(pending), {}
     with ThreadPoolExecutor(max_workers=n_jobs) as pool:
-        for job in pool.map(lambda j: run_job(j, threads), schedule(pending, n_jobs)):
-            print(f"sweep: {job.status:6s} {job.run_dir}", flush=True)
+        while queue or running:
+            while queue and len(running) < n_jobs and not _stopping.is_set():
+                job = next_job(queue, list(running.values()))
+                queue.remove(job)
+                running[pool.submit(run_job, job, threads)] = job
+            if not running:  # stopping: nothing started, nothing left to wait for
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                job = running.pop(future)
+                future.result()
+                print(f"sweep: {job.status:6s} {job.run_dir}", flush=True)
     failed = [j for j in todo if j.status == "failed"]
     for job in failed:
         print(f"sweep: FAILED {job.run_dir} (see {job.log_path})", file=sys.stderr, flush=True)

@@ -12,7 +12,7 @@ import axal.loop
 from axal.first_round import MODEL, RECORD, entry_dir, shared_fit
 from axal.loop import run
 from axal.rundir import RunLock
-from axal.sweep import ROOT, Job, compose_sweep, expand, schedule
+from axal.sweep import ROOT, Job, compose_sweep, expand, next_job
 from tests.conftest import compose_cfg
 
 
@@ -121,24 +121,20 @@ def test_a_damaged_entry_is_trained_again_by_the_run_that_finds_it(tmp_path, cap
     assert str(entry) in caplog.text and "unreadable" in caplog.text
 
 
-def test_sweep_starts_one_job_per_seed_at_a_time_so_none_waits_for_a_sibling():
-    jobs = [
-        Job([f"seed={s}", f"strategy={st}"], Path(f"{st}/seed{s}"))
-        for s in range(5)
+def test_sweep_starts_another_seeds_job_rather_than_one_that_would_wait_for_round_0():
+    jobs = {
+        (st, s): Job([f"seed={s}", f"strategy={st}"], Path(f"{st}/seed{s}"))
+        for s in range(3)
         for st in ("random", "bald", "full")
-    ]
-    order = [str(j.run_dir) for j in schedule(jobs, at_once=2)]
-    assert order[:6] == [
-        "random/seed0",
-        "random/seed1",
-        "bald/seed0",
-        "bald/seed1",
-        "full/seed0",
-        "full/seed1",
-    ]
-    assert order[6:8] == ["random/seed2", "random/seed3"]
-    assert order[-3:] == ["random/seed4", "bald/seed4", "full/seed4"]
-    assert sorted(order) == sorted(str(j.run_dir) for j in jobs)
+    }
+    queue = list(jobs.values())  # seeds outermost, as expand() orders them
+    assert next_job(queue, []) is jobs["random", 0]
+    # random seed 0 trains round 0: bald and full seed 0 would wait for it; seed 1 would not
+    rest = queue[1:]
+    assert next_job(rest, [jobs["random", 0]]) is jobs["random", 1]
+    assert next_job(rest[3:], [jobs["random", 0], jobs["random", 1]]) is jobs["random", 2]
+    # every queued job has a sibling running: the first goes (a core must not stay idle)
+    assert next_job([jobs["bald", 0], jobs["full", 0]], [jobs["random", 0]]) is jobs["bald", 0]
 
 
 def test_a_sweeps_jobs_share_round_0_in_its_folder_unless_told_not_to():
