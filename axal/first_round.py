@@ -144,7 +144,9 @@ def _load(
     return fit, info
 
 
-def restore_with(make_model: Callable[[], L.LightningModule], task: str):
+def restore_with(
+    make_model: Callable[[], L.LightningModule], task: str
+) -> Callable[[Path], L.LightningModule]:
     """``restore`` for :func:`shared_fit`: a fresh model with the stored weights."""
 
     def restore(path: Path) -> L.LightningModule:
