@@ -17,7 +17,7 @@
 # (wheels the GPU machine lacks into .whl/, the datasets into .data/, both git-ignored).
 # With the device tool: carry [".whl", ".data"], command `bash benchmarks/gpu_sweep.sh ...`;
 # the runs come back as $OUT/runs.tgz (results.json, config, selection.csv and logs of every
-# job; no checkpoints): `tar xzf runs.tgz` in the project root puts them in place. The last
+# job; no checkpoints, no shared round 0s): `tar xzf runs.tgz` in the project root puts them in place. The last
 # checkpoint of up to CKPTS (default 5) unfinished runs, those with most rounds first, comes
 # back as $OUT/ckpt-N.tgz (about 10 MB each): untar them the same way and those runs resume
 # from their last round on any machine instead of starting over.
@@ -71,7 +71,7 @@ for spec in "$@"; do
 done
 find results/runs -name results.json 2>/dev/null | wc -l | xargs echo "results.json under results/runs:"
 cat logs/sweep-[0-9]*-*.log > "$OUT/sweeps.log"
-tar czf "$OUT/runs.tgz" --exclude='*.ckpt' --exclude='maps' --exclude=run.lock results/runs
+tar czf "$OUT/runs.tgz" --exclude='*.ckpt' --exclude='maps' --exclude=run.lock --exclude=first_rounds results/runs
 # Unfinished runs with a checkpoint, most rounds first: their last checkpoint, one file each.
 python3 - "${CKPTS:-5}" <<'PY' | while read -r n ckpt; do tar czf "$OUT/ckpt-$n.tgz" "$ckpt"; done
 import json, sys
