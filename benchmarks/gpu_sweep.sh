@@ -17,10 +17,10 @@
 # (wheels the GPU machine lacks into .whl/, the datasets into .data/, both git-ignored).
 # With the device tool: carry [".whl", ".data"], command `bash benchmarks/gpu_sweep.sh ...`;
 # the runs come back as $OUT/runs.tgz (results.json, config, selection.csv and logs of every
-# job; no checkpoints, no shared round 0s): `tar xzf runs.tgz` in the project root puts them in place. The last
-# checkpoint of up to CKPTS (default 5) unfinished runs, those with most rounds first, comes
-# back as $OUT/ckpt-N.tgz (about 10 MB each): untar them the same way and those runs resume
-# from their last round on any machine instead of starting over.
+# job; no checkpoints, no shared round 0s): `tar xzf runs.tgz` in the project root puts them
+# in place. The last checkpoint of up to CKPTS (default 5) unfinished runs, those with most
+# rounds first, comes back as $OUT/ckpt-N.tgz (about 10 MB each): untar them the same way and
+# those runs resume from their last round on any machine instead of starting over.
 # TRAINER=cpu runs the same script on a CPU (a dry run).
 set -uo pipefail
 cd "$(dirname "$0")/.."
