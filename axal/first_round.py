@@ -30,7 +30,7 @@ import lightning as L
 
 from axal.atomic import atomic_write_json
 from axal.checkpoint import load_weights
-from axal.rundir import MAY_CHANGE, MAY_GROW, RunFolderInUse, RunLock, _matches, flatten
+from axal.rundir import MAY_CHANGE, MAY_GROW, RunFolderInUse, RunLock, flatten, matches_any
 from axal.training import RoundFit
 
 log = logging.getLogger("axal")
@@ -42,7 +42,7 @@ NOT_IN_KEY = (*MAY_CHANGE, *MAY_GROW, "strategy", "label", "al.first_round_cache
 def entry_dir(cache: str | Path, config: dict[str, Any], splits: dict[str, list[str]]) -> Path:
     """The cache entry of a run with this resolved ``config`` and these ``splits``."""
     flat = flatten(json.loads(json.dumps(config, default=str)))
-    kept = {k: v for k, v in flat.items() if not _matches(k, NOT_IN_KEY)}
+    kept = {k: v for k, v in flat.items() if not matches_any(k, NOT_IN_KEY)}
     blob = json.dumps({"config": kept, "splits": splits}, sort_keys=True)
     key = hashlib.sha256(blob.encode()).hexdigest()[:16]
     return Path(cache) / f"seed{config.get('seed')}-{key}"

@@ -277,7 +277,8 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 _ABSENT = "(absent)"
 
 
-def _matches(key: str, names: tuple[str, ...]) -> bool:
+def matches_any(key: str, names: tuple[str, ...]) -> bool:
+    """Whether the flat config ``key`` is one of ``names`` or lies under one of them."""
     return any(key == n or key.startswith(n + ".") for n in names)
 
 
@@ -300,7 +301,7 @@ def compare_configs(
         if old == value:
             continue
         changed[key] = [old, value]
-        if _matches(key, MAY_CHANGE):
+        if matches_any(key, MAY_CHANGE):
             continue
         if key in MAY_GROW and isinstance(old, int) and isinstance(value, int) and value > old:
             continue
