@@ -20,7 +20,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -88,9 +87,7 @@ def shared_fit(
 
 
 def _store(entry: Path, fit: RoundFit, run_dir: Path) -> None:
-    tmp = entry / f".{MODEL}.{os.getpid()}"
-    fit.trainer.save_checkpoint(tmp)
-    os.replace(tmp, entry / MODEL)
+    fit.trainer.save_checkpoint(entry / MODEL)  # only the record, written last, makes it valid
     atomic_write_json(
         entry / RECORD,
         {
