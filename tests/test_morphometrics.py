@@ -1,0 +1,105 @@
+"""Morphometrics and correction effort on hand-made masks with analytic answers."""
+
+import math
+
+import numpy as np
+import pytest
+
+from axal.morphometrics import CostModel, aggregate, compare, correction_effort, fiber_table, main
+
+
+def disc(mask, cy, cx, r_axon, r_fiber):
+    yy, xx = np.mgrid[: mask.shape[0], : mask.shape[1]]
+    d2 = (yy - cy) ** 2 + (xx - cx) ** 2
+    mask[d2 <= r_fiber**2] = 127
+    mask[d2 <= r_axon**2] = 255
+    return mask
+
+
+def test_concentric_discs_give_analytic_diameter_thickness_gratio():
+    mask = disc(np.zeros((200, 200), np.uint8), 100, 100, 30, 50)
+    px = 0.01
+    (row,) = fiber_table(mask, px)
+    assert row["axon_diam (um)"] == pytest.approx(2 * 30 * px, rel=0.02)
+    assert row["myelin_thickness (um)"] == pytest.approx(20 * px, rel=0.03)
+    assert row["gratio"] == pytest.approx(0.6, rel=0.02)
+    assert not row["image_border_touching"]
+    agg = aggregate(mask, px)
+    assert agg["fiber_count"] == 1
+    assert agg["gratio_aggr"] == pytest.approx(0.6, rel=0.02)  # sqrt(1/(1+mvf/avf)) of one disc
+    assert agg["axon_density_mm2"] == pytest.approx(1 / (200 * 200 * px**2 / 1e6))
+
+
+def test_border_fiber_is_flagged():
+    (row,) = fiber_table(disc(np.zeros((100, 100), np.uint8), 5, 50, 10, 15), 1.0)
+    assert row["image_border_touching"]
+
+
+def two_fibers():
+    m = np.zeros((120, 240), np.uint8)
+    disc(m, 60, 60, 20, 30)
+    disc(m, 60, 180, 20, 30)
+    return m
+
+
+def test_perfect_prediction_needs_only_checks():
+    truth = two_fibers()
+    e = correction_effort(truth, truth)
+    assert (e["fibers_checked"], e["fibers_fixed"], e["fibers_drawn"], e["fibers_deleted"]) == (
+        2,
+        0,
+        0,
+        0,
+    )
+    assert e["changed_pixels"] == 0
+    c = CostModel()
+    assert e["correction_seconds"] == pytest.approx(c.overhead + 2 * c.check)
+    assert e["scratch_seconds"] == pytest.approx(c.overhead + 2 * c.draw)
+    assert compare(truth, truth, 1.0)["fiber_f1"] == 1.0
+
+
+def test_missed_fiber_is_drawn():
+    truth, pred = two_fibers(), two_fibers()
+    pred[:, 120:] = 0
+    e = correction_effort(pred, truth)
+    assert (e["fibers_checked"], e["fibers_drawn"], e["fibers_deleted"]) == (1, 1, 0)
+    assert compare(pred, truth, 1.0)["fiber_recall"] == 0.5
+
+
+def test_spurious_fiber_is_deleted():
+    truth, pred = two_fibers(), two_fibers()
+    truth[:, 120:] = 0
+    e = correction_effort(pred, truth)
+    assert (e["fibers_checked"], e["fibers_drawn"], e["fibers_deleted"]) == (1, 0, 1)
+    assert compare(pred, truth, 1.0)["fiber_precision"] == 0.5
+
+
+def test_merged_pair_of_equal_fibers_is_one_delete_and_two_draws():
+    truth = np.zeros((120, 200), np.uint8)
+    disc(truth, 60, 60, 20, 30)
+    disc(truth, 60, 140, 20, 30)
+    pred = truth.copy()
+    pred[50:71, 60:141] = 255  # an axon bridge joins the two axons into one fiber
+    e = correction_effort(pred, truth)
+    # the merge overlaps each true fiber by IoU < 0.5: it is deleted and both fibers drawn
+    assert (e["fibers_fixed"], e["fibers_drawn"], e["fibers_deleted"], e["fibers_checked"]) == (
+        0,
+        2,
+        1,
+        0,
+    )
+    assert compare(pred, truth, 1.0)["fiber_f1"] == 0.0
+
+
+def test_cli_writes_adsx_columns(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "x_seg-axonmyelin.png"
+    Image.fromarray(two_fibers()).save(path)
+    out = tmp_path / "x.csv"
+    assert main([str(path), "--pixel-size", "0.01", "--out", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert "axon_diam (um)" in lines[0] and "gratio" in lines[0] and len(lines) == 3
+    agg = (tmp_path / "x_aggregate.csv").read_text().splitlines()
+    assert "axon_density_mm2" in agg[0] and len(agg) == 2
+    assert math.isclose(float(lines[1].split(",")[2]), 2 / 3, rel_tol=0.03)
