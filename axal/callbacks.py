@@ -62,6 +62,7 @@ class AcquisitionCallback(L.Callback):
         min_distance: float = 0.0,
         progress: bool = True,
         reveal: bool = True,
+        cost: Any = None,
     ) -> None:
         self.strategy, self.per_round, self.mc_samples = strategy, per_round, mc_samples
         self.seed, self.round = seed, round_index
@@ -70,6 +71,8 @@ class AcquisitionCallback(L.Callback):
         self.sample_chunk, self.tile_batch = sample_chunk, tile_batch
         self.min_distance = float(min_distance or 0.0)
         self.reveal = reveal
+        self.cost = cost  # axal.morphometrics.CostModel: correction effort of revealed units
+        self.correction: dict[str, float] | None = None
         self.selected: list[str] = []
         self.scores: dict[str, float] = {}
         self.seconds = 0.0
@@ -122,6 +125,7 @@ class AcquisitionCallback(L.Callback):
         self.seconds = time.perf_counter() - start
         if self.reveal:
             dm.label(selected)
+            self.correction = self._correction(dm, pl_module, selected)
         self.selected = list(selected)
         self.scores = {i: float(v) for i, v in scores.items() if np.isfinite(v)}
         picked = list(dict.fromkeys(dm.units[u].image for u in selected))
@@ -134,6 +138,33 @@ class AcquisitionCallback(L.Callback):
             n_classes=int(getattr(pl_module.hparams, "n_classes", 2)),
         )
         return self.selected
+
+    def _correction(
+        self, dm: Any, pl_module: L.LightningModule, selected: list[str]
+    ) -> dict[str, float] | None:
+        """What correcting the picking model's prediction into the truth takes, inside each
+        revealed unit (axon+myelin task only), summed over this round's units."""
+        if int(getattr(pl_module.hparams, "n_classes", 2)) != 3 or not selected:
+            return None
+        from axal.morphometrics import correction_effort
+
+        total: dict[str, float] = {}
+        predictions: dict[str, np.ndarray] = {}
+        was_training = pl_module.training
+        pl_module.eval()
+        for unit_id in selected:
+            unit = dm.units[unit_id]
+            if unit.image not in predictions:
+                image = torch.from_numpy(dm.images[unit.image])[None].to(pl_module.device)
+                predictions[unit.image] = pl_module.predict_image(image).argmax(0).cpu().numpy()
+            cut = unit.slices
+            effort = correction_effort(
+                predictions[unit.image][cut], dm.masks[unit.image][cut], self.cost
+            )
+            for key, value in effort.items():
+                total[key] = total.get(key, 0) + value
+        pl_module.train(was_training)
+        return total
 
     def _save_maps(
         self, dm: Any, kept: dict, ids: list[str], picked: set[str], n_classes: int = 2

@@ -43,6 +43,7 @@ from axal.checkpoint import load_weights
 from axal.data import check_foreground, load_dataset, split_by_subject
 from axal.errors import ConfigError
 from axal.first_round import entry_dir, restore_with, shared_fit
+from axal.morphometrics import CostModel
 from axal.networks import PLACEMENTS
 from axal.pools import TASKS, UNITS, ActiveDataModule, Unit, unit_splits
 from axal.rundir import (
@@ -346,6 +347,11 @@ def round_steps(cfg: DictConfig, fine_tune: bool) -> int:
     return int(cfg.trainer.steps)
 
 
+def cost_model(cfg: DictConfig) -> CostModel:
+    """The annotator-time model of ``al.cost`` (defaults and their source: axal.morphometrics)."""
+    return CostModel(**dict(cfg.al.get("cost") or {}))
+
+
 def _acquisition_callback(
     cfg: DictConfig,
     strategy: Strategy,
@@ -369,6 +375,7 @@ def _acquisition_callback(
         min_distance=cfg.al.get("min_distance", 0),
         progress=cfg.trainer.get("progress", True),
         reveal=reveal,
+        cost=cost_model(cfg),
     )
 
 
@@ -492,6 +499,7 @@ def active_round(
         "checkpoint": _relative(checkpoint, run_dir),
         "train_seconds": round(fit.seconds, 3),
         "acquire_seconds": round(callback.seconds, 3),
+        "correction": callback.correction,
         "uncertainty_maps": [_relative(Path(p), run_dir) for p in callback.maps],
     }
     if sharing is not None:
@@ -536,6 +544,13 @@ def _rounds(
         record, fit, callback = done.record, done.fit, done.acquisition
         for key in ("checkpoint", "fine_tuned_from"):  # only the last checkpoint is kept
             record.pop(key)
+        if record.get("correction"):  # running totals of the correction effort so far
+            before = (
+                (results["rounds"][-1].get("correction_total") or {}) if results["rounds"] else {}
+            )
+            record["correction_total"] = {
+                k: before.get(k, 0) + v for k, v in record["correction"].items()
+            }
         # checkpoint first (active_round), then the results that point at it, then drop the
         # older checkpoint
         results["rounds"].append(record)

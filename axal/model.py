@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from axal.checkpoint import META_KEY
+from axal.morphometrics import compare, fiber_summary
 from axal.pools import IGNORE
 from axal.tiling import sliding_window
 
@@ -123,6 +124,7 @@ class SegModel(L.LightningModule):
         self.net = net
         self.loss_fn = build_loss(loss, n_classes)
         self._counts: dict[str, torch.Tensor] = {}
+        self._fibers: dict[str, list[dict]] | None = None
         self._losses: list[torch.Tensor] = []
         self.loss_history: list[float] = []
         self.test_metrics: dict[str, Any] = {}
@@ -177,6 +179,11 @@ class SegModel(L.LightningModule):
         subject = batch.get("subject", ["all"])[0]
         old = self._counts.get(subject)
         self._counts[subject] = counts if old is None else old + counts
+        if self._fibers is not None and self.hparams.n_classes == 3:
+            size = float(batch["pixel_size"][0]) if "pixel_size" in batch else float("nan")
+            size = size if size == size else 1.0  # unknown: measured in pixels
+            found = compare(pred.cpu().numpy(), mask.cpu().numpy(), size)
+            self._fibers.setdefault(subject, []).append(found)
 
     def _finish(self, prefix: str) -> dict[str, Any]:
         assert self._counts, "no evaluation image"
@@ -188,12 +195,19 @@ class SegModel(L.LightningModule):
                 for subject, c in sorted(self._counts.items())
             }
         self._counts = {}
+        if self._fibers:
+            metrics.update(fiber_summary([f for fs in self._fibers.values() for f in fs]))
+            for subject, found in self._fibers.items():
+                metrics.setdefault("per_subject", {}).setdefault(subject, {}).update(
+                    fiber_summary(found)
+                )
+            self._fibers = {}
         loggable = {f"{prefix}_{k}": v for k, v in metrics.items() if isinstance(v, float)}
         self.log_dict(loggable, prog_bar=prefix == "val")
         return metrics
 
     def on_validation_epoch_start(self) -> None:
-        self._counts = {}
+        self._counts, self._fibers = {}, None
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._count(batch)
@@ -202,7 +216,7 @@ class SegModel(L.LightningModule):
         self._finish("val")
 
     def on_test_epoch_start(self) -> None:
-        self._counts = {}
+        self._counts, self._fibers = {}, {}  # fibers and morphometrics: test only
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._count(batch)

@@ -209,9 +209,43 @@ def compare(pred: np.ndarray, truth: np.ndarray, pixel_size: float) -> dict[str,
         "gratio_pred": pa["mean_gratio"],
         "gratio_true": ta["mean_gratio"],
         "gratio_error": abs(pa["mean_gratio"] - ta["mean_gratio"]),
+        "axon_diam_pred": pa["mean_axon_diam"],
+        "axon_diam_true": ta["mean_axon_diam"],
         "axon_diam_error": abs(pa["mean_axon_diam"] - ta["mean_axon_diam"]),
+        "density_pred": pa["axon_density_mm2"],
+        "density_true": ta["axon_density_mm2"],
         "density_error": abs(pa["axon_density_mm2"] - ta["axon_density_mm2"]),
+        "n_matched": len(m.pairs),
+        "n_pred": m.n_pred,
+        "n_true": m.n_true,
     }
+
+
+def fiber_summary(per_image: list[dict[str, float]]) -> dict[str, float | None]:
+    """Test-set figures from per-image ``compare`` results: fiber precision/recall/F1 from
+    counts summed over images (micro, as Dice), the other figures as means over images and the
+    errors as absolute differences of those means (what a lab's reported mean would be off by)."""
+
+    def mean(key: str) -> float | None:
+        vals = [f[key] for f in per_image if f[key] == f[key]]
+        return float(np.mean(vals)) if vals else None
+
+    def diff(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None else abs(a - b)
+
+    matched = sum(f["n_matched"] for f in per_image)
+    n_pred = sum(f["n_pred"] for f in per_image)
+    n_true = sum(f["n_true"] for f in per_image)
+    out = {
+        "fiber_precision": matched / n_pred if n_pred else None,
+        "fiber_recall": matched / n_true if n_true else None,
+        "fiber_f1": 2 * matched / (n_pred + n_true) if n_pred + n_true else None,
+        "matched_gratio_error": mean("matched_gratio_error"),
+    }
+    for name in ("gratio", "axon_diam", "density"):
+        out[f"{name}_pred"], out[f"{name}_true"] = mean(f"{name}_pred"), mean(f"{name}_true")
+        out[f"{name}_error"] = diff(out[f"{name}_pred"], out[f"{name}_true"])
+    return out
 
 
 @dataclass(frozen=True)

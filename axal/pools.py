@@ -187,9 +187,11 @@ class WholeImageDataset(Dataset):
         images: dict[str, np.ndarray],
         masks: dict[str, np.ndarray],
         subjects: Mapping[str, str] | None = None,
+        pixel_sizes: Mapping[str, float | None] | None = None,
     ):
         self.ids, self.images, self.masks = ids, images, masks
         self.subjects = subjects or {}
+        self.pixel_sizes = pixel_sizes or {}
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -201,6 +203,8 @@ class WholeImageDataset(Dataset):
             "subject": self.subjects.get(key, key),
             "image": torch.from_numpy(self.images[key])[None],
             "mask": torch.from_numpy(self.masks[key]),
+            # micrometres per pixel for morphometrics (nan: unknown, measured in pixels)
+            "pixel_size": float(self.pixel_sizes.get(key) or float("nan")),
         }
 
 
@@ -350,7 +354,8 @@ class ActiveDataModule(L.LightningDataModule):
 
     def _whole(self, ids: list[str]) -> DataLoader:
         subjects = {i: self.samples[i].subject for i in ids}
-        ds = WholeImageDataset(ids, self.images, self.masks, subjects)
+        sizes = {i: self.samples[i].pixel_size for i in ids}
+        ds = WholeImageDataset(ids, self.images, self.masks, subjects, sizes)
         return DataLoader(ds, batch_size=1, num_workers=0)
 
     def val_dataloader(self) -> DataLoader:

@@ -103,3 +103,30 @@ def test_cli_writes_adsx_columns(tmp_path):
     agg = (tmp_path / "x_aggregate.csv").read_text().splitlines()
     assert "axon_density_mm2" in agg[0] and len(agg) == 2
     assert math.isclose(float(lines[1].split(",")[2]), 2 / 3, rel_tol=0.03)
+
+
+def test_axonmyelin_run_records_fibers_morphometrics_and_correction(cfg_factory, tmp_path):
+    import json
+
+    from axal.loop import run
+
+    cfg = cfg_factory("task=axonmyelin", "strategy=random", "al.cost.draw=40")
+    run(cfg, tmp_path)
+    r0, r1 = json.loads((tmp_path / "results.json").read_text())["rounds"]
+    for r in (r0, r1):
+        test = r["test"]
+        assert test["dice_axon"] is not None and 0 <= test["fiber_f1"] <= 1
+        assert test["gratio_true"] is not None and test["density_true"] > 0
+        if test["gratio_pred"] is not None:
+            assert test["gratio_error"] == pytest.approx(
+                abs(test["gratio_pred"] - test["gratio_true"])
+            )
+        for per in test["per_subject"].values():
+            assert "fiber_f1" in per and "dice_myelin" in per
+    c = r0["correction"]
+    assert c["fibers_checked"] + c["fibers_fixed"] + c["fibers_drawn"] > 0
+    # from scratch every true fiber of the unit is drawn, at the configured 40 s each
+    n_true = c["fibers_checked"] + c["fibers_fixed"] + c["fibers_drawn"]
+    assert c["scratch_seconds"] == pytest.approx(3.0 + 40 * n_true)
+    assert r0["correction_total"] == c
+    assert r1["correction"] is None  # the last round reveals nothing
