@@ -37,6 +37,7 @@ def main(cfg: DictConfig) -> None:
             task=cfg.task,
             pixel_size=cfg.pixel_size,
             seed=int(cfg.seed),
+            morphometrics=bool(cfg.get("morphometrics", False)),
             device="cuda" if gpu else "cpu",
         )
     except (DataError, CheckpointError) as err:

@@ -139,8 +139,11 @@ def predict_image(
     mc_samples: int = 0,
     pixel_size: float | None = None,
     seed: int = 0,
+    morphometrics: bool = False,
 ) -> list[Path]:
-    """Segment one image file into AxonDeepSeg's masks (and its uncertainty) in ``folder``."""
+    """Segment one image file into AxonDeepSeg's masks (and its uncertainty) in ``folder``;
+    with ``morphometrics``, ``<stem>_axon_morphometrics.csv`` (per fiber) and its
+    ``_aggregate.csv`` (one row) beside them."""
     image = read_image(path)
     size = (int(image.shape[0]), int(image.shape[1]))
     own = pixel_size if pixel_size is not None else pixel_size_of(path)
@@ -152,9 +155,22 @@ def predict_image(
             path,
             model_size,
         )
+    if morphometrics and own is None:
+        raise DataError(
+            f"{path}: pixel size unknown, morphometrics need micrometres per pixel (add "
+            "pixel_size_in_micrometer.txt or a sidecar JSON, or set pixel_size=...)"
+        )
     scaled = to_model_scale(image, own, model_size)
     stem = image_stem(path)
-    files = list(write_prediction(segment(model, scaled, size), folder, stem).values())
+    classes = segment(model, scaled, size)
+    files = list(write_prediction(classes, folder, stem).values())
+    if morphometrics:
+        from axal.morphometrics import aggregate, fiber_table, write_csv
+
+        rows = fiber_table(classes, own)
+        table = folder / f"{stem}_axon_morphometrics.csv"
+        write_csv(table, rows, aggregate(classes, own, rows), image=path.name)
+        files += [table, table.with_name(table.stem + "_aggregate.csv")]
     if mc_samples:
         grey = uncertainty_map(model, scaled, size, mc_samples, image_seed(seed, stem))
         files.append(write_png(folder / f"{stem}_{UNCERTAINTY}.png", grey))
@@ -170,6 +186,7 @@ def predict(
     pixel_size: float | None = None,
     seed: int = 0,
     device: str = "cpu",
+    morphometrics: bool = False,
 ) -> Predictions:
     """Masks for every image of ``source`` (a file or folder) from checkpoint ``ckpt``.
 
@@ -179,13 +196,20 @@ def predict(
     if mc_samples < 0:
         raise ValueError(f"mc_samples={mc_samples} must be >= 0")
     model, meta = load_model(ckpt, task)
+    if morphometrics and meta["task"] != "axonmyelin":
+        raise CheckpointError(
+            f"morphometrics=true needs an axon+myelin model, but {ckpt} was trained with "
+            f"task={meta['task']} (no axon class): train one with task=axonmyelin"
+        )
     model.to(device)
     images, base = find_images(source)
     result = Predictions()
     for path in images:
         folder = path.parent if out is None else Path(out) / path.parent.relative_to(base)
         try:
-            files = predict_image(model, meta, path, folder, mc_samples, pixel_size, seed)
+            files = predict_image(
+                model, meta, path, folder, mc_samples, pixel_size, seed, morphometrics
+            )
         except (DataError, OSError, RuntimeError, ValueError) as err:
             if isinstance(err, CheckpointError):
                 raise  # the model, not the image: every image would fail alike

@@ -91,6 +91,8 @@ def log_round(logger: Logger | None, record: dict[str, Any], maps: list[str]) ->
         metrics["labelled_fraction"] = record["labelled_fraction"]
     test = record.get("test") or {}  # a real annotation round has no test set
     metrics.update({f"test/{k}": v for k, v in test.items() if isinstance(v, (int, float))})
+    for key, value in (record.get("correction_total") or {}).items():  # effort so far
+        metrics[f"correction/{key}"] = value
     metrics["round/restarts"] = record.get("restarts", 0)
     metrics["round/train_seconds"] = record["train_seconds"]
     metrics["round/acquire_seconds"] = record["acquire_seconds"]

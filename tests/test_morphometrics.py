@@ -130,3 +130,33 @@ def test_axonmyelin_run_records_fibers_morphometrics_and_correction(cfg_factory,
     assert c["scratch_seconds"] == pytest.approx(3.0 + 40 * n_true)
     assert r0["correction_total"] == c
     assert r1["correction"] is None  # the last round reveals nothing
+
+
+def test_predict_morphometrics_writes_ads_csv_and_refuses_bad_input(tmp_path):
+    from PIL import Image
+
+    from axal.checkpoint import CheckpointError
+    from axal.loop import run
+    from axal.predict import predict
+    from tests.conftest import FAST, compose_cfg
+
+    ckpts = {}
+    for task in ("axonmyelin", "myelin"):
+        cfg = compose_cfg(FAST + ["strategy=random", "al.rounds=1", f"task={task}"])
+        run(cfg, tmp_path / task)
+        ckpts[task] = tmp_path / task / "checkpoints" / "round-0.ckpt"
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (80, 90), dtype=np.uint8)).save(images / "a.png")
+    with pytest.raises(CheckpointError, match="task=myelin.*task=axonmyelin"):
+        predict(ckpts["myelin"], images, morphometrics=True)
+    done = predict(ckpts["axonmyelin"], images, morphometrics=True)
+    assert "pixel size unknown" in done.failed[str(images / "a.png")]
+    assert not (images / "a_axon_morphometrics.csv").exists()
+    done = predict(ckpts["axonmyelin"], images, morphometrics=True, pixel_size=0.05)
+    assert not done.failed
+    header = (images / "a_axon_morphometrics.csv").read_text().splitlines()[0]
+    assert header.startswith("x0 (px),y0 (px),gratio,axon_area (um^2)")
+    agg = (images / "a_axon_morphometrics_aggregate.csv").read_text().splitlines()
+    assert agg[0].startswith("image,avf,mvf,gratio_aggr") and agg[1].startswith("a.png,")
