@@ -269,12 +269,27 @@ def _overlays(
 
 
 def _predictions(
-    model: Any, dm: ActiveDataModule, folder: Folder, out: Path
+    model: Any,
+    dm: ActiveDataModule,
+    folder: Folder,
+    out: Path,
+    suggestions: list[dict[str, Any]] = (),
 ) -> dict[str, list[str]]:
-    """AxonDeepSeg masks, at each file's own size, of every image with a unit in the pool."""
+    """AxonDeepSeg masks, at each file's own size, of every image with a unit in the pool;
+    for axon+myelin, each suggestion gets ``predicted_fibers``: the fibers its box holds."""
     written = {}
     for image_id in sorted(dm.pool_units()):
         classes = segment(model, dm.images[image_id], folder.sizes[image_id])
+        if dm.n_classes == 3:
+            from axal.morphometrics import fibers
+
+            labels = fibers(classes)
+            for row in suggestions:
+                if row["image"] == image_id:
+                    box = labels[
+                        row["y"] : row["y"] + row["height"], row["x"] : row["x"] + row["width"]
+                    ]
+                    row["predicted_fibers"] = int(np.count_nonzero(np.unique(box)))
         target = out / "predictions" / folder.rel(image_id)
         paths = write_prediction(classes, target, image_stem(folder.paths[image_id]))
         written[image_id] = [str(p.relative_to(out)) for p in paths.values()]
@@ -375,7 +390,7 @@ def annotate(cfg: DictConfig) -> dict[str, Any]:
     suggestions = _suggestions(callback.selected, callback.scores, dm, folder, label)
     measure = getattr(strategy, "measure", label)
     _overlays(out, r, suggestions, dm, callback.picked_maps, measure)
-    predictions = _predictions(done.fit.model, dm, folder, out)
+    predictions = _predictions(done.fit.model, dm, folder, out, suggestions)
     record = {
         **done.record,
         "time": dt.datetime.now().isoformat(timespec="seconds"),

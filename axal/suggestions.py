@@ -65,11 +65,13 @@ def _card(row: dict[str, Any], record: dict[str, Any]) -> str:
     picture = f'<img src="{_e(overlay)}" alt="overlay of {_e(row["image"])}">' if overlay else ""
     start_link = f'<a href="{_e(start)}">{_e(Path(start).name)}</a>' if start else "—"
     figure_link = f' · <a href="{_e(figure)}">prediction and uncertainty</a>' if figure else ""
+    n_fibers = row.get("predicted_fibers")
+    fibers = "" if n_fibers is None else f" · {n_fibers} predicted fibers to check"
     return (
         f'<div class="card">{picture}'
         f'<p><span class="rank">#{row["rank"]}</span> <b>{_e(row["image"])}</b></p>'
         f"<p>box x {row['x']}, y {row['y']}, {row['width']} x {row['height']} px · score "
-        f"{score} ({_e(row['strategy'])}){figure_link}</p>"
+        f"{score} ({_e(row['strategy'])}){fibers}{figure_link}</p>"
         f"<p>start from: {start_link}</p>"
         f"<p>save the corrected mask as: <code>{_e(row['mask'])}</code></p></div>"
     )

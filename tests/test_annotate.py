@@ -106,6 +106,9 @@ def test_two_rounds_on_real_tem_cases_with_a_simulated_annotator(tmp_path):
         check_predictions(out, stem, "image", (600, 600))
     page = (out / "annotate.html").read_text()
     assert all(s["overlay"] in page and s["image"] in page for s in r0["suggestions"])
+    # each suggestion says how many fibers the prediction holds in its box
+    assert all(isinstance(s["predicted_fibers"], int) for s in r0["suggestions"])
+    assert f"{r0['suggestions'][0]['predicted_fibers']} predicted fibers" in page
 
     # nothing new: the suggestions stand, no round is trained
     assert len(annotate(annotate_cfg(root, *overrides))["rounds"]) == 1
