@@ -544,13 +544,10 @@ def _rounds(
         record, fit, callback = done.record, done.fit, done.acquisition
         for key in ("checkpoint", "fine_tuned_from"):  # only the last checkpoint is kept
             record.pop(key)
-        if record.get("correction"):  # running totals of the correction effort so far
-            before = (
-                (results["rounds"][-1].get("correction_total") or {}) if results["rounds"] else {}
-            )
-            record["correction_total"] = {
-                k: before.get(k, 0) + v for k, v in record["correction"].items()
-            }
+        before = results["rounds"][-1].get("correction_total") if results["rounds"] else None
+        if record.get("correction") or before:  # running totals of the correction effort
+            now, before = record.get("correction") or {}, before or {}
+            record["correction_total"] = {k: before.get(k, 0) + now.get(k, 0) for k in now | before}
         # checkpoint first (active_round), then the results that point at it, then drop the
         # older checkpoint
         results["rounds"].append(record)

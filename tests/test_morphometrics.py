@@ -130,6 +130,7 @@ def test_axonmyelin_run_records_fibers_morphometrics_and_correction(cfg_factory,
     assert c["scratch_seconds"] == pytest.approx(3.0 + 40 * n_true)
     assert r0["correction_total"] == c
     assert r1["correction"] is None  # the last round reveals nothing
+    assert r1["correction_total"] == c
 
 
 def test_predict_morphometrics_writes_ads_csv_and_refuses_bad_input(tmp_path):
