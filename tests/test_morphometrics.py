@@ -161,3 +161,24 @@ def test_predict_morphometrics_writes_ads_csv_and_refuses_bad_input(tmp_path):
     assert header.startswith("x0 (px),y0 (px),gratio,axon_area (um^2)")
     agg = (images / "a_axon_morphometrics_aggregate.csv").read_text().splitlines()
     assert agg[0].startswith("image,avf,mvf,gratio_aggr") and agg[1].startswith("a.png,")
+
+
+def test_report_ranks_strategies_by_correction_seconds_under_cost_settings(cfg_factory, tmp_path):
+    from axal.loop import run
+    from axal.report import load_runs, summarize
+    from axal.report.summary import COST_SETTINGS, correction_seconds
+    from axal.report.tables import _markdown, lab_table
+
+    for strategy in ("random", "entropy"):
+        run(cfg_factory("task=axonmyelin", f"strategy={strategy}"), tmp_path / strategy)
+    runs = load_runs([tmp_path])
+    summary = summarize(runs)
+    (d,) = summary["datasets"].values()
+    head, body = lab_table(d)
+    assert any("fiber_f1" in h for h in head) and len(body) == 2
+    assert sum(f"correction s, {name}" in " ".join(head) for name in COST_SETTINGS) == 3
+    # re-costing with the default model gives back the recorded seconds
+    for r in runs:
+        total = [x for x in r["rounds"] if x.get("correction_total")][-1]["correction_total"]
+        assert correction_seconds(r, {}) == pytest.approx(total["correction_seconds"])
+    assert "What a lab measures" in _markdown(summary)

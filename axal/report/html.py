@@ -19,6 +19,7 @@ from axal.report.tables import (
     _group_title,
     definitions,
     figure_note,
+    lab_table,
     main_table,
     stats_definitions,
     stats_table,
@@ -63,6 +64,10 @@ def _group_section(name: str, d: dict) -> list[str]:
     e = html.escape
     parts = [f"<h2>Dataset {e(_group_title(name, d))}</h2>"]
     parts.append(_html_table(*main_table(d)))
+    lab = lab_table(d)
+    if lab:
+        parts.append("<p>What a lab measures (fibers, morphometrics, correction effort):</p>")
+        parts.append(_html_table(*lab))
     terms = definitions(d)
     st = stats_table(d)
     if st:

@@ -47,6 +47,14 @@ REQUIRED_KEYS = ("dataset", "strategy", "seed", "rounds")
 TILE_BUDGETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 CURVE_POINTS = 41  # points of a tile study's plotted mean curve across the common range
 CLASS_METRICS = ("dice_myelin", "dice_axon")
+# what a lab measures (task=axonmyelin, axal.morphometrics): end-of-budget values per seed
+LAB_METRICS = ("fiber_f1", "gratio_error", "axon_diam_error", "density_error")
+# annotator-time settings the ranking by correction seconds is recomputed under (al.cost keys)
+COST_SETTINGS = {
+    "default": {},
+    "drawing dear": {"draw": 60.0, "fix": 25.0},
+    "checking dear": {"check": 5.0, "delete": 5.0, "overhead": 10.0},
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -550,6 +558,7 @@ def summarize(runs: list[dict]) -> dict:
                         if math.isfinite(v):
                             vals.append(float(v))
                     per_class[metric] = _cell(vals)
+            lab = _lab_at_end([per[s] for s in seeds]) if axonmyelin else {}
             total, rounds_restarted = 0, 0
             for s in seeds:
                 t, k = run_restarts(per[s])
@@ -562,6 +571,7 @@ def summarize(runs: list[dict]) -> dict:
                 "dice_by_budget": by_budget,
                 "curve": curve,
                 "per_class_at_end": per_class,
+                **({"lab_at_end": lab} if lab else {}),
                 "alc": _stat_block(alc),
                 "labels_to_95": _stat_block(l95, c95),
                 "labels_to_100": _stat_block(l100, c100),
@@ -603,6 +613,51 @@ def summarize(runs: list[dict]) -> dict:
     if n_unfinished:
         notes.append(f"{n_unfinished} unfinished run(s) included with the rounds they completed")
     return _jsonable({"n_runs": len(runs), "datasets": datasets, "notes": notes})
+
+
+def correction_seconds(run: Mapping, cost: Mapping[str, float]) -> float:
+    """A run's total correction seconds re-costed under ``cost`` (al.cost keys) from its
+    recorded fiber counts: overhead per picked unit, then per fiber checked/fixed/drawn/deleted."""
+    from axal.morphometrics import CostModel
+
+    rounds = run.get("rounds") or []
+    total = next(
+        (r["correction_total"] for r in reversed(rounds) if r.get("correction_total")), None
+    )
+    if total is None:
+        return float("nan")
+    units = sum(len(r.get("selected") or []) for r in rounds if r.get("correction"))
+    c = {**vars(CostModel()), **dict(cost)}
+    return c["overhead"] * units + sum(
+        c[k] * total.get(f"fibers_{w}", 0)
+        for k, w in (
+            ("check", "checked"),
+            ("fix", "fixed"),
+            ("draw", "drawn"),
+            ("delete", "deleted"),
+        )
+    )
+
+
+def _lab_at_end(runs: list[Mapping]) -> dict[str, dict]:
+    """Mean and CI over seeds of the last round's lab figures and of the correction seconds
+    under each cost setting; empty for runs without them (task=myelin)."""
+    out: dict[str, dict] = {}
+    for metric in LAB_METRICS:
+        vals = [
+            float(v)
+            for run in runs
+            if (last := _last_round(run)) is not None
+            and (v := (last.get("test") or {}).get(metric)) is not None
+            and math.isfinite(float(v))
+        ]
+        if vals:
+            out[metric] = _cell(vals)
+    for name, cost in COST_SETTINGS.items():
+        vals = [v for run in runs if math.isfinite(v := correction_seconds(run, cost))]
+        if vals:
+            out[f"correction_seconds[{name}]"] = _cell(vals)
+    return out
 
 
 def _strategy_order(strategies: Mapping[str, Any], baseline: str | None) -> list[str]:

@@ -217,6 +217,30 @@ def main_table(d: dict) -> Table:
     return head, body
 
 
+def lab_table(d: dict) -> Table | None:
+    """What a lab measures at the end of the budget (task=axonmyelin): fiber F1, morphometric
+    errors, and the correction seconds with the strategies' rank under each cost setting."""
+    labs = {st: s["lab_at_end"] for st, s in d["strategies"].items() if s.get("lab_at_end")}
+    if not labs:
+        return None
+    from axal.report.summary import COST_SETTINGS, LAB_METRICS
+
+    settings = [f"correction_seconds[{name}]" for name in COST_SETTINGS]
+    ranks = {}
+    for key in settings:
+        order = sorted(labs, key=lambda st: _num((labs[st].get(key) or {}).get("mean")))
+        ranks[key] = {st: i + 1 for i, st in enumerate(order)}
+    head = ["strategy"] + [f"{m} {_end_label(d)}" for m in LAB_METRICS]
+    head += [f"correction s, {name} (rank)" for name in COST_SETTINGS]
+    body = []
+    for st, lab in labs.items():
+        n = d["strategies"][st]["n_seeds"]
+        row = [st] + [_fmt_cell(lab.get(m), n) for m in LAB_METRICS]
+        row += [f"{_fmt_cell(lab.get(k), n)} ({ranks[k][st]})" for k in settings]
+        body.append(row)
+    return head, body
+
+
 def stats_table(d: dict) -> Table | None:
     """Paired-by-seed comparison of each strategy with random; None without a baseline."""
     rows = [(st, s["stats"]) for st, s in d["strategies"].items() if s.get("stats")]
@@ -476,6 +500,16 @@ def _markdown(summary: dict) -> str:
     for ds, d in summary["datasets"].items():
         lines += [f"## {_group_title(ds, d)}", ""]
         lines += _md_table(main_table(d))
+        lab = lab_table(d)
+        if lab:
+            lines += ["", "What a lab measures (fibers, morphometrics, correction effort):", ""]
+            lines += _md_table(lab)
+            lines += [
+                "",
+                "- **correction s**: annotator seconds to correct the picking model's prediction "
+                "inside every picked unit, summed over the run (al.cost; docs/morphometrics.md), "
+                "re-costed under each setting; rank 1 = cheapest.",
+            ]
         st = stats_table(d)
         if st:
             lines += ["", f"Paired statistics vs {d['baseline']} (by seed):", ""]
