@@ -327,7 +327,9 @@ class AnnotateWidget(QWidget):
         except Exception as err:  # a bad override: one line, as Hydra words it
             show_error(f"axal: {err}".splitlines()[0])
             return None
-        self.worker = create_worker(annotate, cfg, progress=self._signals.progressed.emit)
+        self.worker = create_worker(
+            annotate, cfg, progress=self._signals.progressed.emit, _ignore_errors=True
+        )
         self.worker.returned.connect(self._round_done)
         self.worker.errored.connect(self._round_failed)
         self.worker.finished.connect(self._round_finished)
