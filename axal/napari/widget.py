@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from napari.utils.colormaps import DirectLabelColormap
 from omegaconf import DictConfig, OmegaConf
 from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import (
@@ -33,7 +34,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from axal.adsfiles import image_stem, mask_target, write_png
+from axal.adsfiles import image_stem, manual_masks, mask_target, write_png
 from axal.annotate import RECORD, annotate, record_effort
 from axal.data.io import classes_from_axonmyelin, read_image, read_mask
 from axal.data.sources import bids_images, find_named, is_bids
@@ -41,6 +42,7 @@ from axal.data.sources import bids_images, find_named, is_bids
 CONF = Path(__file__).resolve().parents[2] / "conf"
 GREY = np.array([0, 127, 255], dtype=np.uint8)  # class (background, myelin, axon) -> grey
 LABELS = "mask (1 myelin, 2 axon)"
+CLASS_COLORS = {None: "transparent", 0: "transparent", 1: "#ff3b30", 2: "#2f9bff"}
 COLUMNS = ("rank", "image", "box", "score", "strategy")
 
 
@@ -94,6 +96,7 @@ class AnnotateWidget(QWidget):
         self.override_edit.setPlaceholderText("overrides for the next round, e.g. k=4")
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.verticalHeader().setVisible(False)
         self.table.setSelectionBehavior(QTableWidget.SelectRows)
         self.table.setEditTriggers(QTableWidget.NoEditTriggers)
         self.table.itemSelectionChanged.connect(self._on_pick)
@@ -110,6 +113,7 @@ class AnnotateWidget(QWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)
 
+        self.setMinimumWidth(520)  # the table's columns: rank, image, box, score, strategy
         layout = QVBoxLayout(self)
         row = QHBoxLayout()
         row.addWidget(self.path_edit)
@@ -175,8 +179,6 @@ class AnnotateWidget(QWidget):
         )
 
     def _has_manual(self, image_path: Path) -> bool:
-        from axal.adsfiles import manual_masks
-
         return bool(manual_masks(self.root, image_path))
 
     @property
@@ -220,7 +222,8 @@ class AnnotateWidget(QWidget):
                 scale=scale,
                 translate=((scale[0] - 1) / 2, (scale[1] - 1) / 2),
             )
-        labels = self.viewer.add_labels(start.astype(np.uint8), name=LABELS, opacity=0.5)
+        labels = self.viewer.add_labels(start.astype(np.uint8), name=LABELS, opacity=0.45)
+        labels.colormap = DirectLabelColormap(color_dict=CLASS_COLORS)
         labels.selected_label = 2
         boxes = [r for r in self.suggestions if r["image"] == image_id]
         if boxes:
@@ -229,7 +232,7 @@ class AnnotateWidget(QWidget):
                 rects,
                 shape_type="rectangle",
                 name="suggested box",
-                edge_color="yellow",
+                edge_color="#39ff14",
                 face_color="transparent",
                 edge_width=max(2, image.shape[0] // 200),
             )
