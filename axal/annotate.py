@@ -16,6 +16,7 @@ The work folder (``annotate.out``, default ``<root>/axal``) keeps the state betw
     suggestions.csv      the latest suggestions: rank, image, x, y, width, height, score, strategy
     overlays/            one PNG per suggestion: the image, its uncertainty, the box
     maps/                image | prediction | uncertainty of each suggested image
+    uncertainty/         the uncertainty map of each suggested image (.npy, model pixels)
     predictions/         AxonDeepSeg masks of every image not wholly labelled (input's folders)
     annotate.html        the page that shows all of it
 
@@ -33,12 +34,15 @@ image that was never suggested counts whole.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -50,18 +54,19 @@ from axal.adsfiles import (
     mask_target,
     write_prediction,
 )
-from axal.atomic import atomic_write_json
+from axal.atomic import atomic_write, atomic_write_json
 from axal.callbacks import shrink_map
 from axal.checkpoint import CheckpointError
 from axal.data import DataError, Sample, load_dataset, resample
 from axal.figures import save_overlay_png
-from axal.loop import active_round, check_config, make_strategy, strategy_label
+from axal.loop import active_round, check_config, make_strategy, round_steps, strategy_label
 from axal.pools import ActiveDataModule, Unit, image_units
 from axal.predict import segment
 from axal.suggestions import write_page, write_suggestions_csv
 
 log = logging.getLogger("axal")
 RECORD = "rounds.json"
+Progress = Callable[[str, int, int], None]  # (stage: train | score | predict, done, total)
 CONTRACT = ("task", "unit", "tile_size", "pixel_size")  # what a work folder cannot change
 
 
@@ -266,6 +271,26 @@ def _overlays(
             measure=measure,
         )
         row["overlay"] = str(path.relative_to(out))
+        if maps is not None:  # the raw map, for the napari widget's uncertainty layer
+            target = out / "uncertainty" / f"round-{round_index:02d}_{image_id}.npy"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            buf = io.BytesIO()
+            np.save(buf, np.asarray(maps[1], dtype=np.float32))
+            atomic_write(target, buf.getvalue())
+            row["uncertainty"] = str(target.relative_to(out))
+
+
+class _TrainProgress(L.Callback):
+    """Reports training steps to a :data:`Progress` hook."""
+
+    def __init__(self, progress: Progress, total: int):
+        self.progress, self.total = progress, total
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        self.progress("train", min(int(trainer.global_step), self.total), self.total)
+
+    def on_train_end(self, trainer: L.Trainer, *args: Any) -> None:
+        self.progress("score", 0, 0)  # scoring the pool follows training; its length unknown
 
 
 def _predictions(
@@ -274,11 +299,15 @@ def _predictions(
     folder: Folder,
     out: Path,
     suggestions: list[dict[str, Any]] = (),
+    progress: Progress | None = None,
 ) -> dict[str, list[str]]:
     """AxonDeepSeg masks, at each file's own size, of every image with a unit in the pool;
     for axon+myelin, each suggestion gets ``predicted_fibers``: the fibers its box holds."""
     written = {}
-    for image_id in sorted(dm.pool_units()):
+    images = sorted(dm.pool_units())
+    for n, image_id in enumerate(images):
+        if progress:
+            progress("predict", n, len(images))
         classes = segment(model, dm.images[image_id], folder.sizes[image_id])
         if dm.n_classes == 3:
             from axal.morphometrics import fibers
@@ -296,8 +325,11 @@ def _predictions(
     return written
 
 
-def annotate(cfg: DictConfig) -> dict[str, Any]:
-    """One round on the folder ``dataset.root``; returns the state saved in rounds.json."""
+def annotate(cfg: DictConfig, progress: Progress | None = None) -> dict[str, Any]:
+    """One round on the folder ``dataset.root``; returns the state saved in rounds.json.
+
+    ``progress(stage, done, total)`` hears of training steps, scoring and predicting (the
+    napari widget's progress bar)."""
     check_config(cfg)
     if str(cfg.dataset.name) != "folder":
         raise DataError(f"annotate reads your own folder: dataset=folder, not {cfg.dataset.name}")
@@ -384,13 +416,18 @@ def annotate(cfg: DictConfig) -> dict[str, Any]:
         checkpoint=ckpts / f"round-{r}.ckpt",
         previous=previous_ckpt,
         reveal=False,
+        extra_callbacks=(
+            [_TrainProgress(progress, round_steps(cfg, previous_ckpt is not None))]
+            if progress
+            else None
+        ),
     )
     label = strategy_label(cfg)
     callback = done.acquisition
     suggestions = _suggestions(callback.selected, callback.scores, dm, folder, label)
     measure = getattr(strategy, "measure", label)
     _overlays(out, r, suggestions, dm, callback.picked_maps, measure)
-    predictions = _predictions(done.fit.model, dm, folder, out, suggestions)
+    predictions = _predictions(done.fit.model, dm, folder, out, suggestions, progress)
     record = {
         **done.record,
         "time": dt.datetime.now().isoformat(timespec="seconds"),
@@ -417,3 +454,23 @@ def annotate(cfg: DictConfig) -> dict[str, Any]:
         out / "annotate.html",
     )
     return state
+
+
+def record_effort(out: Path, effort: dict[str, Any]) -> dict[str, Any]:
+    """Add one annotator's correction (``unit``, ``seconds`` from opening to saving,
+    ``pixels_changed`` against the prediction, ...) to the last round of rounds.json.
+
+    The measured effort sits beside the suggestions it answers; the file is re-read and
+    written atomically, so no round or earlier correction is lost.
+    """
+    path = out / RECORD
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path} is not readable ({err}): cannot record the correction") from err
+    if not state.get("rounds"):
+        raise DataError(f"{path} holds no round: run a round before recording corrections")
+    entry = {"time": dt.datetime.now().isoformat(timespec="seconds"), **effort}
+    state["rounds"][-1].setdefault("efforts", []).append(entry)
+    atomic_write_json(path, state)
+    return entry

@@ -435,6 +435,7 @@ def active_round(
     previous: Path | None = None,
     reveal: bool = True,
     shared: Path | None = None,
+    extra_callbacks: list[L.Callback] | None = None,
 ) -> Round:
     """One round, shared by the simulation and real annotation.
 
@@ -443,7 +444,7 @@ def active_round(
     picks ``k`` units (none when ``k`` is 0); saves the model to ``checkpoint``. ``reveal``
     (simulation) labels the picks in ``dm``; otherwise they stay in the pool until a person
     labels them. ``shared`` is the :mod:`axal.first_round` entry a round 0 is loaded from, or
-    trained into.
+    trained into. ``extra_callbacks`` join the trainer (e.g. a progress bar of the widget).
     """
     r = round_index
 
@@ -459,7 +460,7 @@ def active_round(
     labelled_pixels = dm.labelled_pixels()
     seed = round_seed(cfg.seed, r)
     steps = round_steps(cfg, previous is not None)
-    callbacks = [callback] if k and dm.test else []
+    callbacks = ([callback] if k and dm.test else []) + list(extra_callbacks or [])
 
     def train() -> RoundFit:
         return fit_round(cfg, dm, make_model, seed, steps, callbacks, from_scratch=previous is None)
