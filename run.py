@@ -26,16 +26,19 @@ register_resolvers()  # ${axal.uid:}, ${axal.run_dir:...} in hydra.run.dir, befo
 
 
 def _threads(cfg: DictConfig) -> int | None:
-    """Threads per job: as configured, else the cores shared among parallel joblib jobs."""
+    """Threads per job: as configured, else the usable CPUs (affinity, cgroup quota) shared
+    among parallel joblib jobs; a user's ``OMP_NUM_THREADS`` wins over that default."""
+    from axal.threads import usable_cpus
+
     if cfg.trainer.get("num_threads"):
         return int(cfg.trainer.num_threads)
+    cores = usable_cpus()
     launcher = HydraConfig.get().launcher
     if "joblib" in str(launcher.get("_target_", "")).lower():
         n_jobs = int(launcher.get("n_jobs") or -1)
-        cores = os.cpu_count() or 1
         n_jobs = cores if n_jobs < 1 else n_jobs
         return max(1, cores // n_jobs)
-    return None
+    return None if os.environ.get("OMP_NUM_THREADS") else cores
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

@@ -34,6 +34,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from axal.rundir import PARENT_ENV, lock_holder
+from axal.threads import usable_cpus
 
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("axal.sweep")
@@ -158,7 +159,7 @@ def _wait_until_free(job: Job, poll: float = 2.0) -> None:
 
 
 def _threads_per_job(jobs: int) -> int:
-    return max(1, (os.cpu_count() or 1) // max(1, jobs))
+    return max(1, usable_cpus() // max(1, jobs))
 
 
 def run_job(job: Job, threads: int, python: str = sys.executable) -> Job:

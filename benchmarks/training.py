@@ -17,6 +17,10 @@ JSON line:
 
 Usage: python benchmarks/training.py [--threads 2] [key=value Hydra overrides ...]
 e.g.   python benchmarks/training.py strategy=bald trainer.steps=200
+
+Contention: ``--compete N`` times only the bare loop (in subprocesses, --seconds each), quiet and
+beside N busy processes, with OpenMP spinning (ACTIVE) and sleeping (PASSIVE, axal's default),
+and prints steps/s against the quiet rate and against the fair share cores / (N + 1).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +45,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 import axal.loop as loop  # noqa: E402
 import axal.training as training  # noqa: E402
 from axal.pools import TASKS  # noqa: E402
+from axal.threads import usable_cpus  # noqa: E402
 
 DEFAULTS = ["dataset=tem", "strategy=random", "logger=none", "trainer.progress=false"]
 
@@ -49,7 +55,7 @@ def compose_cfg(overrides: list[str]):
         return compose(config_name="config", overrides=DEFAULTS + overrides)
 
 
-def bare_steps_per_s(cfg, steps: int) -> float:
+def bare_steps_per_s(cfg, steps: int, seconds: float | None = None) -> float:
     """Steps/s of a plain loop: same network, batch, patch size, loss and Adam; no data work."""
     L.seed_everything(0, verbose=False)
     model = loop.build_model(cfg, TASKS[cfg.task])
@@ -63,12 +69,14 @@ def bare_steps_per_s(cfg, steps: int) -> float:
         model.loss_fn(model(x), y).backward()
         opt.step()
     start = time.perf_counter()
-    for _ in range(steps):
+    done = 0
+    while done < steps and (seconds is None or time.perf_counter() - start < seconds):
         opt.zero_grad(set_to_none=True)
         loss = model.loss_fn(model(x), y)
         loss.backward()
         opt.step()
-    return steps / (time.perf_counter() - start)
+        done += 1
+    return done / (time.perf_counter() - start)
 
 
 class StepTimer(L.Callback):
@@ -158,12 +166,67 @@ def measure_round(cfg) -> dict:
     }
 
 
+def _bare_in_child(policy: str, threads: int, seconds: float, overrides: list[str]) -> float:
+    """Bare steps/s in a fresh process: OpenMP reads its wait policy once, when torch loads."""
+    env = dict(
+        os.environ, OMP_WAIT_POLICY=policy, KMP_BLOCKTIME="0" if policy == "PASSIVE" else "200"
+    )
+    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    cmd = [sys.executable, __file__, "--bare", str(seconds), "--threads", str(threads), *overrides]
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def compete(n: int, threads: int, seconds: float, overrides: list[str]) -> dict:
+    """The bare loop quiet and beside ``n`` busy processes, per OpenMP wait policy."""
+    cores = usable_cpus()
+    fair = cores / (n + 1)
+    table = {}
+    for policy in ("ACTIVE", "PASSIVE"):
+        load = os.getloadavg()[0]  # other work on the machine: "quiet" is only as quiet as this
+        quiet = _bare_in_child(policy, threads, seconds, overrides)
+        busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+        try:
+            loaded = _bare_in_child(policy, threads, seconds, overrides)
+        finally:
+            for proc in busy:
+                proc.kill()
+                proc.wait()
+        table[policy] = {
+            "load_avg_1m_before": load,
+            "quiet_steps_per_s": round(quiet, 3),
+            "loaded_steps_per_s": round(loaded, 3),
+            "vs_quiet": round(loaded / quiet, 3),
+            "vs_fair_share": round(loaded / (quiet * fair / cores), 3),
+        }
+    return {
+        "cores": cores,
+        "competitors": n,
+        "threads": threads,
+        "fair_share_cores": round(fair, 3),
+        "policies": table,
+        "passive_quiet_vs_active_quiet": round(
+            table["PASSIVE"]["quiet_steps_per_s"] / table["ACTIVE"]["quiet_steps_per_s"], 3
+        ),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="default: usable CPUs")
+    parser.add_argument("--compete", type=int, default=None, help="busy processes beside")
+    parser.add_argument("--seconds", type=float, default=20.0, help="per --compete measurement")
+    parser.add_argument("--bare", type=float, default=None, help=argparse.SUPPRESS)
     args, overrides = parser.parse_known_args()
+    args.threads = args.threads or usable_cpus()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("AXAL_DATA", str(ROOT.parent / "shared" / "data"))
+    if args.bare is not None:  # a child of --compete
+        print(bare_steps_per_s(compose_cfg(overrides), 10**9, seconds=args.bare))
+        return
+    if args.compete is not None:
+        print(json.dumps(compete(args.compete, args.threads, args.seconds, overrides)))
+        return
     cfg = compose_cfg(overrides + ["al.rounds=3", "trainer.max_restarts=0"])
     steps = int(cfg.trainer.steps)
     bare_before = bare_steps_per_s(cfg, steps)
