@@ -19,6 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from axal.interrupt import Interrupted, stop_on_signals
 from axal.rundir import die_with_parent, register_resolvers
 
 log = logging.getLogger("axal")
@@ -41,12 +42,39 @@ def _threads(cfg: DictConfig) -> int | None:
     return None if os.environ.get("OMP_NUM_THREADS") else cores
 
 
+def resume_command(run_dir: str | Path) -> str:
+    """The one line that continues this run: the same overrides, plus ``resume=<run dir>``."""
+    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
+    return " ".join(["python run.py", *overrides, f"resume={run_dir}"])
+
+
+def summary(results: dict, run_dir: str | Path) -> str:
+    """The lines a run ends with: what it did, where its files are, and what to do next."""
+    from axal.loop import RESULTS
+
+    rounds = results.get("rounds") or []
+    dice = (rounds[-1].get("test") or {}).get("dice") if rounds else None
+    lines = [
+        f"done: {len(rounds)} round(s)"
+        + (f", final test Dice {dice:.4f}" if isinstance(dice, float) else ""),
+        f"  run folder:   {run_dir}",
+        f"  results:      {Path(run_dir) / RESULTS}",
+    ]
+    wandb_dir = Path(run_dir) / "wandb"
+    if wandb_dir.is_dir():
+        lines.append(f"  W&B (offline runs): wandb sync {wandb_dir}/offline-run-*")
+    return "\n".join(lines)
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     from axal import errors
+    from axal.console import quiet_console
     from axal.loop import run
 
     die_with_parent()  # a sweep's job goes when its sweep goes
+    stop_on_signals()  # SIGTERM (SLURM, timeout) stops a run as Ctrl-C does
+    quiet_console()  # after axal's imports: Lightning adds its handler when imported
     hc = HydraConfig.get()
     run_dir = cfg.resume or hc.runtime.output_dir
     multirun = hc.mode == RunMode.MULTIRUN
@@ -66,9 +94,12 @@ def main(cfg: DictConfig) -> float:
             sys.exit(1)
         Path(hc.runtime.output_dir, "error.txt").write_text(text + "\n")
         return float("nan")
-    except KeyboardInterrupt:
-        log.error("interrupted: resume=%s continues from the last finished round", run_dir)
-        sys.exit(130)
+    except (KeyboardInterrupt, Interrupted) as err:
+        code = err.code if isinstance(err, Interrupted) else 130
+        name = err if isinstance(err, Interrupted) else "SIGINT"
+        log.error("stopped by %s; results.json keeps finished: false. Resume with:", name)
+        print(resume_command(run_dir), file=sys.stderr, flush=True)
+        sys.exit(code)
     except Exception as err:
         if not multirun:  # Hydra prints the traceback; the run log gets it too
             errors.log_to_files(log, logging.ERROR, "run failed", exc_info=sys.exc_info())
@@ -79,6 +110,8 @@ def main(cfg: DictConfig) -> float:
         (Path(hc.runtime.output_dir) / "error.txt").write_text(traceback.format_exc())
         return float("nan")
     rounds = results["rounds"]
+    if not multirun:
+        log.info("%s", summary(results, run_dir))
     return rounds[-1]["test"]["dice"] if rounds else float("nan")
 
 

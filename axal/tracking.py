@@ -60,6 +60,12 @@ def make_logger(
         reinit="finish_previous",
     )
     experiment = logger.experiment
+    if mode == "offline":
+        log.info(
+            "W&B logs offline to %s (no API key); upload it later with: wandb sync %s",
+            experiment.dir,
+            Path(experiment.dir).parent,
+        )
     # the x axis of every chart: labelled units, or the labelled share of the pool's pixels
     experiment.define_metric(step_metric)
     experiment.define_metric("test/*", step_metric=step_metric)

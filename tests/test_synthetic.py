@@ -1,8 +1,6 @@
-"""Synthetic EM-like data: determinism, exact masks, EM-like contrast, varying difficulty, speed."""
+"""Synthetic EM-like data: determinism, exact masks, EM-like contrast, varying difficulty."""
 
 from __future__ import annotations
-
-import time
 
 import numpy as np
 import pytest
@@ -56,12 +54,6 @@ def test_difficulty_varies(samples):
     density = [(s.mask > 0).mean() for s in samples]
     assert max(contrast) > 1.5 * min(contrast)
     assert max(density) > 1.2 * min(density)
-
-
-def test_fast():
-    start = time.perf_counter()
-    make_synthetic(n_images=12, size=128)
-    assert time.perf_counter() - start < 1.0
 
 
 @pytest.mark.parametrize(

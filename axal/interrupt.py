@@ -1,0 +1,31 @@
+"""Stopping a run: SIGTERM (SLURM, ``timeout``, ``kill``) and SIGINT (Ctrl-C) end it the same way.
+
+Both raise :class:`Interrupted`, a ``BaseException`` that is not a ``KeyboardInterrupt``, so
+Lightning tears its trainer down and re-raises it instead of calling ``sys.exit(1)`` on its own;
+the entry point then prints the one-line resume command and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+
+
+class Interrupted(BaseException):
+    """The run was asked to stop by a signal; ``code`` is the conventional 128 + signal number."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.code = 128 + signum
+        super().__init__(signal.Signals(signum).name)
+
+
+def _raise(signum: int, _frame: FrameType | None) -> None:
+    signal.signal(signum, signal.SIG_DFL)  # a second signal while shutting down stops at once
+    raise Interrupted(signum)
+
+
+def stop_on_signals() -> None:
+    """Make SIGTERM and SIGINT raise :class:`Interrupted` in the main thread."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _raise)
