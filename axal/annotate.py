@@ -58,6 +58,7 @@ from axal.figures import save_overlay_png
 from axal.loop import active_round, check_config, make_strategy, strategy_label
 from axal.pools import ActiveDataModule, Unit, image_units
 from axal.predict import segment
+from axal.rundir import RunLock
 from axal.suggestions import write_page, write_suggestions_csv
 
 log = logging.getLogger("axal")
@@ -295,6 +296,11 @@ def annotate(cfg: DictConfig) -> dict[str, Any]:
     root = Path(cfg.dataset.root).expanduser().resolve()
     out = work_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
+    with RunLock(out):  # a second annotate on this folder stops, naming the holder
+        return _annotate_locked(cfg, strategy, k, root, out)
+
+
+def _annotate_locked(cfg: DictConfig, strategy: Any, k: int, root: Path, out: Path) -> dict:
     state = load_state(out, cfg, root)
     folder = read_folder(
         root,
