@@ -42,7 +42,7 @@ from axal.checkpoint import describe as describe_model
 from axal.checkpoint import load_weights
 from axal.data import check_foreground, load_dataset, split_by_subject
 from axal.errors import ConfigError
-from axal.first_round import entry_dir, restore_with, shared_fit
+from axal.first_round import data_digest, entry_dir, restore_with, shared_fit
 from axal.networks import PLACEMENTS
 from axal.pools import TASKS, UNITS, ActiveDataModule, Unit, unit_splits
 from axal.rundir import (
@@ -531,7 +531,11 @@ def _rounds(
             run_dir=run_dir,
             checkpoint=ckpt_dir / f"round-{r}.ckpt",
             previous=ckpt_dir / f"round-{r - 1}.ckpt" if fine_tune else None,
-            shared=entry_dir(cache, results["config"], results["splits"]) if share else None,
+            shared=(
+                entry_dir(cache, results["config"], results["splits"], data_digest(dm))
+                if share
+                else None
+            ),
         )
         record, fit, callback = done.record, done.fit, done.acquisition
         for key in ("checkpoint", "fine_tuned_from"):  # only the last checkpoint is kept
