@@ -54,6 +54,7 @@ from axal.atomic import atomic_write_json
 from axal.callbacks import shrink_map
 from axal.checkpoint import CheckpointError
 from axal.data import DataError, Sample, load_dataset, resample
+from axal.errors import override
 from axal.figures import save_overlay_png
 from axal.loop import active_round, check_config, make_strategy, strategy_label
 from axal.pools import ActiveDataModule, Unit, image_units
@@ -172,10 +173,11 @@ def load_state(out: Path, cfg: DictConfig, root: Path) -> dict[str, Any]:
             error = CheckpointError if key == "task" else DataError
             setting = {"unit": "al.unit", "tile_size": "al.tile_size"}.get(key, key)
             setting = "dataset.pixel_size" if key == "pixel_size" else setting
+            old, new = override(state.get(key)), override(fresh[key])
             raise error(
-                f"the work folder {out} holds rounds with {setting}={state.get(key)} (its "
+                f"the work folder {out} holds rounds with {setting}={old} (its "
                 f"models were trained for that), but this command asks for "
-                f"{setting}={fresh[key]}: use {setting}={state.get(key)}, or another "
+                f"{setting}={new}: use {setting}={old}, or another "
                 "annotate.out to start over"
             )
     return state

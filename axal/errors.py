@@ -21,6 +21,15 @@ class ConfigError(AxalError, ValueError):
     """A setting (or combination of settings, or a run folder) that axal cannot work with."""
 
 
+def override(value: object) -> str:
+    """A value as a Hydra override writes it: ``null``, ``true``/``false``, else as is."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
 def full_error() -> bool:
     """True when the user asked for tracebacks (Hydra's own switch)."""
     return os.environ.get("HYDRA_FULL_ERROR", "") == "1"

@@ -284,3 +284,11 @@ def test_a_second_annotate_on_one_folder_refuses_naming_the_holder(tmp_path):
     annotate(annotate_cfg(lab, *overrides, "trainer.steps=2", "annotate.force=true"))
     rounds = json.loads((lab / "axal" / "rounds.json").read_text())["rounds"]
     assert [r["round"] for r in rounds] == [0, 1]
+
+
+def test_a_changed_pixel_size_is_refused_advising_hydras_null(tmp_path):
+    synthetic_folder(tmp_path, n=3, labelled=1)
+    overrides = ("al.initial=1", "trainer.steps=2", "dataset.patch_size=32", "k=1")
+    annotate(annotate_cfg(tmp_path, "dataset.pixel_size=null", *overrides))
+    with pytest.raises(DataError, match="use dataset.pixel_size=null,"):
+        annotate(annotate_cfg(tmp_path, "dataset.pixel_size=0.2", *overrides))
