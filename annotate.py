@@ -33,4 +33,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from axal.errors import quote_spaces
+
+    sys.argv[1:] = quote_spaces(sys.argv[1:])
     main()

@@ -39,8 +39,12 @@ def main(cfg: DictConfig) -> None:
             seed=int(cfg.seed),
             device="cuda" if gpu else "cpu",
         )
-    except (DataError, CheckpointError) as err:
-        log.error("%s", err)
+    except (DataError, CheckpointError, ValueError, OSError) as err:  # one paragraph
+        from axal import errors
+
+        if errors.full_error():
+            raise
+        errors.report(err, log)
         sys.exit(1)
     log.info("predicted %d images", len(done.written))
     if done.failed:
@@ -49,4 +53,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from axal.errors import quote_spaces
+
+    sys.argv[1:] = quote_spaces(sys.argv[1:])
     main()

@@ -292,3 +292,25 @@ def test_a_changed_pixel_size_is_refused_advising_hydras_null(tmp_path):
     annotate(annotate_cfg(tmp_path, "dataset.pixel_size=null", *overrides))
     with pytest.raises(DataError, match="use dataset.pixel_size=null,"):
         annotate(annotate_cfg(tmp_path, "dataset.pixel_size=0.2", *overrides))
+
+
+@pytest.mark.parametrize(
+    "bad, named",
+    [
+        (["al.initial=0"], "al.initial=0"),
+        (["strategy=bald", "strategy.sampling=foo"], "strategy.sampling='foo'"),
+    ],
+)
+def test_the_cli_reports_bad_settings_in_one_paragraph(tmp_path, bad, named):
+    lab = tmp_path / "lab é x"  # a path with a space and an accent
+    synthetic_folder(lab, n=2, labelled=1)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "annotate.py"), f"dataset.root={lab}", *bad],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert done.returncode == 1
+    assert named in done.stderr and "Traceback" not in done.stdout + done.stderr, done.stderr
+
