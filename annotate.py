@@ -19,16 +19,21 @@ log = logging.getLogger("axal")
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="annotate")
 def main(cfg: DictConfig) -> None:
+    from axal import errors
     from axal.annotate import annotate
     from axal.checkpoint import CheckpointError
-    from axal.data import DataError
 
     try:
         annotate(cfg)
-    except (DataError, CheckpointError) as err:  # bad input: the message says what to do
-        log.error("%s", err)
+    except (errors.AxalError, CheckpointError, OSError) as err:  # one paragraph, as run.py
+        if errors.full_error():
+            raise
+        errors.report(err, log)
         sys.exit(1)
 
 
 if __name__ == "__main__":
+    from axal.errors import quote_spaces
+
+    sys.argv[1:] = quote_spaces(sys.argv[1:])
     main()

@@ -40,8 +40,12 @@ def main(cfg: DictConfig) -> None:
             morphometrics=bool(cfg.get("morphometrics", False)),
             device="cuda" if gpu else "cpu",
         )
-    except (DataError, CheckpointError) as err:
-        log.error("%s", err)
+    except (DataError, CheckpointError, ValueError, OSError) as err:  # one paragraph
+        from axal import errors
+
+        if errors.full_error():
+            raise
+        errors.report(err, log)
         sys.exit(1)
     log.info("predicted %d images", len(done.written))
     if done.failed:
@@ -50,4 +54,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from axal.errors import quote_spaces
+
+    sys.argv[1:] = quote_spaces(sys.argv[1:])
     main()

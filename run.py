@@ -86,7 +86,7 @@ def main(cfg: DictConfig) -> float:
         log.info("torch threads: %d", threads)
     try:
         results = run(cfg, run_dir)
-    except errors.AxalError as err:
+    except (errors.AxalError, OSError) as err:  # bad settings, unwritable folder, full disk
         if errors.full_error():
             raise
         text = errors.report(err, log)
@@ -116,4 +116,7 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    from axal.errors import quote_spaces
+
+    sys.argv[1:] = quote_spaces(sys.argv[1:])
     main()

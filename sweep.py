@@ -28,4 +28,6 @@ if __name__ == "__main__":
         )
         args = parser.parse_args(sys.argv[2:])
         sys.exit(main_report(args.dirs, args.out, args.include_unfinished))
-    sys.exit(main_sweep(sys.argv[1:]))
+    from axal.errors import quote_spaces
+
+    sys.exit(main_sweep(quote_spaces(sys.argv[1:])))

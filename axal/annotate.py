@@ -58,10 +58,12 @@ from axal.atomic import atomic_write, atomic_write_json
 from axal.callbacks import shrink_map
 from axal.checkpoint import CheckpointError
 from axal.data import DataError, Sample, load_dataset, resample
+from axal.errors import override
 from axal.figures import save_overlay_png
 from axal.loop import active_round, check_config, make_strategy, round_steps, strategy_label
 from axal.pools import ActiveDataModule, Unit, image_units
 from axal.predict import segment
+from axal.rundir import RunLock
 from axal.suggestions import write_page, write_suggestions_csv
 
 log = logging.getLogger("axal")
@@ -176,10 +178,11 @@ def load_state(out: Path, cfg: DictConfig, root: Path) -> dict[str, Any]:
             error = CheckpointError if key == "task" else DataError
             setting = {"unit": "al.unit", "tile_size": "al.tile_size"}.get(key, key)
             setting = "dataset.pixel_size" if key == "pixel_size" else setting
+            old, new = override(state.get(key)), override(fresh[key])
             raise error(
-                f"the work folder {out} holds rounds with {setting}={state.get(key)} (its "
+                f"the work folder {out} holds rounds with {setting}={old} (its "
                 f"models were trained for that), but this command asks for "
-                f"{setting}={fresh[key]}: use {setting}={state.get(key)}, or another "
+                f"{setting}={new}: use {setting}={old}, or another "
                 "annotate.out to start over"
             )
     return state
@@ -342,6 +345,11 @@ def annotate(cfg: DictConfig, progress: Progress | None = None) -> dict[str, Any
     root = Path(cfg.dataset.root).expanduser().resolve()
     out = work_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
+    with RunLock(out):  # a second annotate on this folder stops, naming the holder
+        return _annotate_locked(cfg, strategy, k, root, out)
+
+
+def _annotate_locked(cfg: DictConfig, strategy: Any, k: int, root: Path, out: Path) -> dict:
     state = load_state(out, cfg, root)
     folder = read_folder(
         root,

@@ -21,6 +21,33 @@ class ConfigError(AxalError, ValueError):
     """A setting (or combination of settings, or a run folder) that axal cannot work with."""
 
 
+def override(value: object) -> str:
+    """A value as a Hydra override writes it: ``null``, ``true``/``false``, else as is."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def quote_spaces(argv: list[str]) -> list[str]:
+    """Command-line overrides with a space in their value quoted for Hydra's grammar, which
+    refuses ``dataset.root=/data/my images`` unquoted: a path as the shell passes it works."""
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if (
+            sep
+            and not key.startswith("-")
+            and any(c.isspace() for c in value)
+            and value[:1] not in ("'", '"', "[", "{")
+            and "'" not in value
+        ):
+            arg = f"{key}='{value}'"
+        out.append(arg)
+    return out
+
+
 def full_error() -> bool:
     """True when the user asked for tracebacks (Hydra's own switch)."""
     return os.environ.get("HYDRA_FULL_ERROR", "") == "1"

@@ -8,7 +8,8 @@ to reach round 0 trains it and stores the model and its training record in an en
 folder; the others load it, then test and acquire as usual, so their records are unchanged but
 for ``shared_first_round`` and the seconds spent.
 
-An entry's key hashes the run's splits and every setting except the strategy, the display
+An entry's key hashes the run's splits, the pixels of the images and masks it trains on, and
+every setting except the strategy, the display
 label and the speed settings a resume may change: runs that would train differently never share
 an entry. An entry is written under its folder's lock, the model before the record that makes
 it valid; a run that finds the entry locked waits for it rather than training it again.
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 
 from axal.atomic import atomic_write_json
 from axal.checkpoint import load_weights
@@ -38,11 +40,30 @@ MODEL, RECORD = "model.ckpt", "fit.json"
 NOT_IN_KEY = (*MAY_CHANGE, *MAY_GROW, "strategy", "label", "al.first_round_cache")
 
 
-def entry_dir(cache: str | Path, config: dict[str, Any], splits: dict[str, list[str]]) -> Path:
-    """The cache entry of a run with this resolved ``config`` and these ``splits``."""
+def data_digest(dm: Any) -> str:
+    """A digest of the pixels round 0 trains and validates on: the images and masks of the
+    labelled units and of the validation images, so an edited mask or image is a new entry."""
+    digest = hashlib.sha256()
+    for image_id in sorted({*dm.labelled_images(), *dm.val}):
+        digest.update(image_id.encode())
+        for array in (dm.images.get(image_id), dm.masks.get(image_id)):
+            if array is not None:
+                digest.update(str((array.shape, array.dtype)).encode())
+                digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def entry_dir(
+    cache: str | Path,
+    config: dict[str, Any],
+    splits: dict[str, list[str]],
+    data: str | None = None,
+) -> Path:
+    """The cache entry of a run with this resolved ``config``, these ``splits`` and the
+    :func:`data_digest` ``data`` of what it trains on."""
     flat = flatten(json.loads(json.dumps(config, default=str)))
     kept = {k: v for k, v in flat.items() if not matches_any(k, NOT_IN_KEY)}
-    blob = json.dumps({"config": kept, "splits": splits}, sort_keys=True)
+    blob = json.dumps({"config": kept, "splits": splits, "data": data}, sort_keys=True)
     key = hashlib.sha256(blob.encode()).hexdigest()[:16]
     return Path(cache) / f"seed{config.get('seed')}-{key}"
 

@@ -42,7 +42,7 @@ from axal.checkpoint import describe as describe_model
 from axal.checkpoint import load_weights
 from axal.data import check_foreground, load_dataset, split_by_subject
 from axal.errors import ConfigError
-from axal.first_round import entry_dir, restore_with, shared_fit
+from axal.first_round import data_digest, entry_dir, restore_with, shared_fit
 from axal.morphometrics import CostModel
 from axal.networks import PLACEMENTS
 from axal.pools import TASKS, UNITS, ActiveDataModule, Unit, unit_splits
@@ -145,33 +145,33 @@ def strategy_label(cfg: DictConfig) -> str:
 def check_config(cfg: DictConfig) -> None:
     """Fail early, naming the setting, before anything is computed."""
     if cfg.task not in TASKS:
-        raise ValueError(f"task={cfg.task!r} is not one of {', '.join(TASKS)}")
+        raise ConfigError(f"task={cfg.task!r} is not one of {', '.join(TASKS)}")
     for key in ("initial", "per_round", "rounds", "mc_samples"):
         value = cfg.al[key]
         values = list(value) if key == "per_round" and OmegaConf.is_list(value) else [value]
         if not values or any(not isinstance(v, int) or v < 1 for v in values):
-            raise ValueError(f"al.{key}={value!r} must be a positive integer")
+            raise ConfigError(f"al.{key}={value!r} must be a positive integer")
     for key in ("steps", "finetune_steps", "max_restarts"):
         value = cfg.trainer.get(key)
         minimum = 0 if key == "max_restarts" else 1
         if value is None and key == "finetune_steps":
             continue
         if not isinstance(value, int) or value < minimum:
-            raise ValueError(f"trainer.{key}={value!r} must be an integer >= {minimum}")
+            raise ConfigError(f"trainer.{key}={value!r} must be an integer >= {minimum}")
     unit = cfg.al.get("unit", "image")
     if unit not in UNITS:
-        raise ValueError(f"al.unit={unit!r} is not one of {', '.join(UNITS)}")
+        raise ConfigError(f"al.unit={unit!r} is not one of {', '.join(UNITS)}")
     if unit == "tile":
         size = cfg.al.get("tile_size")
         if not isinstance(size, int) or size < 8:
-            raise ValueError(f"al.tile_size={size!r} must be an integer >= 8 (pixels)")
+            raise ConfigError(f"al.tile_size={size!r} must be an integer >= 8 (pixels)")
     placement = cfg.model.get("dropout_placement", "paper")
     if placement not in PLACEMENTS:
-        raise ValueError(
+        raise ConfigError(
             f"model.dropout_placement={placement!r} is not one of {', '.join(PLACEMENTS)}"
         )
     if cfg.dataset.patch_size % 32 or cfg.dataset.patch_size < 32:
-        raise ValueError(
+        raise ConfigError(
             f"dataset.patch_size={cfg.dataset.patch_size} must be a positive multiple of 32"
         )
 
@@ -540,7 +540,11 @@ def _rounds(
             run_dir=run_dir,
             checkpoint=ckpt_dir / f"round-{r}.ckpt",
             previous=ckpt_dir / f"round-{r - 1}.ckpt" if fine_tune else None,
-            shared=entry_dir(cache, results["config"], results["splits"]) if share else None,
+            shared=(
+                entry_dir(cache, results["config"], results["splits"], data_digest(dm))
+                if share
+                else None
+            ),
         )
         record, fit, callback = done.record, done.fit, done.acquisition
         for key in ("checkpoint", "fine_tuned_from"):  # only the last checkpoint is kept

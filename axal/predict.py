@@ -26,7 +26,7 @@ from axal.adsfiles import image_stem, pixel_size_of, write_png, write_prediction
 from axal.callbacks import mc_batch
 from axal.checkpoint import CheckpointError, load_model
 from axal.data.io import DataError, Sample, read_image, resample
-from axal.data.sources import IMAGE_SUFFIXES, bids_images, is_bids
+from axal.data.sources import IMAGE_SUFFIXES, bids_images, is_axal_output, is_bids
 from axal.mc_dropout import eval_mode, mc_dropout_stats
 
 log = logging.getLogger("axal")
@@ -100,7 +100,7 @@ def find_images(source: str | Path) -> tuple[list[Path], Path]:
     cases = sorted(
         p
         for case in source.iterdir()
-        if case.is_dir()
+        if case.is_dir() and not is_axal_output(case / "image.png", source)
         for p in case.iterdir()
         if p.is_file() and image_stem(p) == "image" and p.suffix.lower() in IMAGE_SUFFIXES
     )
@@ -111,8 +111,7 @@ def find_images(source: str | Path) -> tuple[list[Path], Path]:
         for p in source.iterdir()
         if p.is_file()
         and p.suffix.lower() in IMAGE_SUFFIXES
-        and "_seg-" not in p.name
-        and not image_stem(p).endswith(f"_{UNCERTAINTY}")
+        and not is_axal_output(p, source)
         and image_stem(p) != "mask"
     )
     if not flat:

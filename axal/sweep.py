@@ -33,7 +33,8 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from axal.rundir import PARENT_ENV, lock_holder
+from axal.errors import ConfigError
+from axal.rundir import MAY_CHANGE, MAY_GROW, PARENT_ENV, flatten, lock_holder, matches_any
 from axal.threads import usable_cpus
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -251,7 +252,52 @@ def run_sweep(cfg: DictConfig, overrides: list[str], jobs: int | None = None) ->
     return todo
 
 
+# settings that a job's folder may be rerun with: speed, logging, paths the sweep sets itself
+RERUN_MAY_CHANGE = (*MAY_CHANGE, *MAY_GROW, "al.first_round_cache", "hydra", "sweep")
+
+
+def changed_settings(job: Job) -> list[str]:
+    """``key: old -> new`` for every setting of ``job`` that differs from the one its saved
+    run (results.json) was run with; settings one side lacks (added to axal since) count not."""
+    try:
+        recorded = json.loads((job.run_dir / "results.json").read_text()).get("config") or {}
+    except (OSError, ValueError, AttributeError):
+        return []
+    cfg = compose_sweep(job.overrides)
+    try:
+        now = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # an interpolation only the running job can resolve (its Hydra paths)
+        now = OmegaConf.to_container(cfg, resolve=False)
+    old = flatten(json.loads(json.dumps(recorded, default=str)))
+    new = flatten(json.loads(json.dumps(now, default=str)))
+    return [
+        f"{key}: {old[key]!r} -> {new[key]!r}"
+        for key in sorted(set(old) & set(new))
+        if old[key] != new[key] and not matches_any(key, RERUN_MAY_CHANGE)
+    ]
+
+
+def check_unchanged(todo: list[Job], sweep_dir: Any) -> None:
+    """Refuse a sweep whose saved jobs ran with other settings, naming them: their results
+    would be reported as if run with these."""
+    changes: dict[str, list[Path]] = {}
+    for job in todo:
+        if job.status in ("finished", "resumable"):
+            for change in changed_settings(job):
+                changes.setdefault(change, []).append(job.run_dir)
+    if changes:
+        listed = "; ".join(f"{c} (e.g. {dirs[0]})" for c, dirs in sorted(changes.items()))
+        raise ConfigError(
+            f"sweep.dir={sweep_dir} holds jobs run with other settings than this command's: "
+            f"{listed}. Rerun with the recorded values, or start a new sweep folder with "
+            "another sweep.dir=..."
+        )
+
+
 def _run_jobs(cfg: DictConfig, todo: list[Job], jobs: int | None) -> None:
+    for job in todo:
+        job.status = job_state(job.run_dir)
+    check_unchanged(todo, cfg.sweep.dir)
     for job in todo:
         job.status = job_state(job.run_dir)
         if job.status == "finished":
@@ -312,10 +358,18 @@ def main_report(dirs: list[Path], out: Path | None = None, include_unfinished: b
 
 
 def main_sweep(overrides: list[str]) -> int:
+    from axal import errors
+
     cfg = compose_sweep(overrides)
     # the sweep's own knobs are not job overrides
     job_overrides = [o for o in overrides if not o.startswith("sweep.")]
-    jobs = run_sweep(cfg, job_overrides)
+    try:
+        jobs = run_sweep(cfg, job_overrides)
+    except (errors.AxalError, OSError) as err:
+        if errors.full_error():
+            raise
+        print(errors.paragraph(err), file=sys.stderr, flush=True)
+        return 1
     base = Path(cfg.sweep.dir)
     base = base if base.is_absolute() else ROOT / base
     runs = [j.run_dir for j in jobs if job_state(j.run_dir) != "pending"]

@@ -247,3 +247,73 @@ def test_a_bids_folder_reads_images_without_labels_as_unlabelled(tmp_path):
     )
     for stem in r0["scores"]:
         check_predictions(root / "axal", f"{stem.split('_')[0]}/micr", stem, (64, 64))
+
+
+def test_a_second_annotate_on_one_folder_refuses_naming_the_holder(tmp_path):
+    """Two annotate runs on one work folder: the second stops naming the first (pid, host,
+    start); rounds.json keeps the first's round, and a later run adds its own."""
+    import time
+
+    from axal.rundir import RunFolderInUse
+
+    lab = tmp_path / "lab"
+    synthetic_folder(lab, n=3, labelled=1)
+    overrides = ["al.initial=1", "dataset.patch_size=32", "k=1"]
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "annotate.py"),
+            f"dataset.root={lab}",
+            *FAST,
+            *overrides,
+            "trainer.steps=400",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        lock = lab / "axal" / "run.lock"
+        for _ in range(600):
+            if lock.is_file() and lock.read_text().strip():
+                break
+            time.sleep(0.2)
+        with pytest.raises(RunFolderInUse, match=f"pid {first.pid} on host"):
+            annotate(annotate_cfg(lab, *overrides, "trainer.steps=2"))
+    finally:
+        assert first.wait(timeout=600) == 0
+    rounds = json.loads((lab / "axal" / "rounds.json").read_text())["rounds"]
+    assert len(rounds) == 1
+    annotate(annotate_cfg(lab, *overrides, "trainer.steps=2", "annotate.force=true"))
+    rounds = json.loads((lab / "axal" / "rounds.json").read_text())["rounds"]
+    assert [r["round"] for r in rounds] == [0, 1]
+
+
+def test_a_changed_pixel_size_is_refused_advising_hydras_null(tmp_path):
+    synthetic_folder(tmp_path, n=3, labelled=1)
+    overrides = ("al.initial=1", "trainer.steps=2", "dataset.patch_size=32", "k=1")
+    annotate(annotate_cfg(tmp_path, "dataset.pixel_size=null", *overrides))
+    with pytest.raises(DataError, match="use dataset.pixel_size=null,"):
+        annotate(annotate_cfg(tmp_path, "dataset.pixel_size=0.2", *overrides))
+
+
+@pytest.mark.parametrize(
+    "bad, named",
+    [
+        (["al.initial=0"], "al.initial=0"),
+        (["strategy=bald", "strategy.sampling=foo"], "strategy.sampling='foo'"),
+    ],
+)
+def test_the_cli_reports_bad_settings_in_one_paragraph(tmp_path, bad, named):
+    lab = tmp_path / "lab é x"  # a path with a space and an accent
+    synthetic_folder(lab, n=2, labelled=1)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "annotate.py"), f"dataset.root={lab}", *bad],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert done.returncode == 1
+    assert named in done.stderr and "Traceback" not in done.stdout + done.stderr, done.stderr
+

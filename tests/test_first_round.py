@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,30 @@ def test_a_sweeps_jobs_share_round_0_in_its_folder_unless_told_not_to():
     assert all(cache in j.overrides for j in jobs)
     off = compose_sweep(["experiment=sem_tile", "sweep.share_first_round=false"])
     assert not any("first_round_cache" in o for j in expand(off, []) for o in j.overrides)
+
+
+def test_an_edited_mask_changes_the_round_0_key(tmp_path):
+    """The key covers the pixels trained on: one edited mask pixel is a new entry, an edit
+    to an image round 0 never sees is not."""
+    from axal.data import make_synthetic
+    from axal.first_round import data_digest
+    from axal.pools import ActiveDataModule
+
+    splits = {"test": ["s0"], "val": ["s1"], "initial": ["s2"], "pool": ["s3"]}
+
+    def key(samples) -> Path:
+        dm = ActiveDataModule(samples, splits, task="myelin", patch_size=32, steps=1)
+        return entry_dir(tmp_path, {"seed": 0}, splits, data_digest(dm))
+
+    def samples():
+        out = make_synthetic(n_images=4, size=48, n_subjects=4, seed=0)
+        return [replace(s, id=f"s{j}") for j, s in enumerate(out)]
+
+    base = key(samples())
+    assert key(samples()) == base
+    edited = samples()
+    edited[2].mask[5, 5] = 1 - edited[2].mask[5, 5]
+    assert key(edited) != base
+    unseen = samples()
+    unseen[3].mask[5, 5] = 1 - unseen[3].mask[5, 5]
+    assert key(unseen) == base

@@ -119,3 +119,32 @@ def test_the_cli_predicts_the_readable_images_and_names_the_other(sim_ckpt, tmp_
     assert done.returncode == 1 and str(tmp_path / "bad.png") in output
     with Image.open(tmp_path / "good_seg-axonmyelin.png") as im:
         assert im.size == (50, 40)
+
+
+def test_uncertainty_maps_in_a_bids_folder_are_never_inputs(sim_ckpt, tmp_path):
+    """predict mc_samples=2 writes *_uncertainty.png beside BIDS images; the next annotate's
+    pool holds only the images, and a second predict writes no _uncertainty_uncertainty."""
+    from tests.test_annotate import annotate, annotate_cfg
+
+    root = tmp_path / "bids"
+    stems = [f"sub-{j:02d}_sample-1_TEM" for j in range(3)]
+    for stem in stems:
+        micr = root / stem.split("_")[0] / "micr"
+        _image(micr / f"{stem}.png", (48, 48))
+        (micr / f"{stem}.json").write_text('{"PixelSize": [0.1, 0.1], "PixelSizeUnits": "um"}')
+    labels = root / "derivatives" / "labels" / "sub-00" / "micr"
+    labels.mkdir(parents=True)
+    mask = np.zeros((48, 48), np.uint8)
+    mask[10:20, 10:20], mask[12:18, 12:18] = 127, 255
+    Image.fromarray(mask).save(labels / f"{stems[0]}_seg-axonmyelin-manual.png")
+    predict(sim_ckpt, root, mc_samples=2)
+    maps = sorted(p.name for p in root.rglob("*_uncertainty.png"))
+    assert maps == [f"{s}_uncertainty.png" for s in stems]
+    overrides = ("al.initial=1", "trainer.steps=2", "dataset.patch_size=32", "k=1")
+    r0 = annotate(annotate_cfg(root, *overrides))["rounds"][0]
+    assert set(r0["scores"]) == set(stems[1:])
+    written = predict(sim_ckpt, root, mc_samples=2).written
+    assert sorted(written) == sorted(
+        str(root / s.split("_")[0] / "micr" / f"{s}.png") for s in stems
+    )
+    assert not list(root.rglob("*_uncertainty_uncertainty.png"))

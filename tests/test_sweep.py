@@ -124,3 +124,36 @@ def test_report_subcommand_on_existing_runs(tmp_path):
     assert "bald" in html and "random" in html and "<img" in html
     # the uncertainty maps that bald saved each round reach the report's evolution figure
     assert (out / "uncertainty_maps.png").exists()
+
+
+def test_a_sweep_rerun_with_changed_settings_refuses_naming_them(tmp_path):
+    """A finished job's folder is reused only with the settings it ran with: the same command
+    skips it, a changed trainer.steps refuses naming it, and another sweep.dir starts afresh."""
+    args = [
+        sys.executable,
+        "sweep.py",
+        "experiment=smoke",
+        f"sweep.dir={tmp_path / 'a'}",
+        "sweep.grid.strategy=[random]",
+        "sweep.grid.seed=[0]",
+        "al.rounds=1",
+        "sweep.threads=1",
+    ]
+
+    def sweep(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*args, *extra], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600
+        )
+
+    first = sweep()
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    same = sweep()
+    assert same.returncode == 0 and "1 already finished" in same.stdout, same.stderr[-3000:]
+    steps = compose_cfg(["experiment=smoke"]).trainer.steps
+    changed = sweep(f"trainer.steps={steps + 1}")
+    assert changed.returncode == 1
+    assert f"trainer.steps: {steps} -> {steps + 1}" in changed.stderr, changed.stderr[-3000:]
+    assert "Traceback" not in changed.stderr
+    assert "sweep.dir" in changed.stderr
+    job = tmp_path / "a" / "strategy=random" / "seed0"
+    assert json.loads((job / "results.json").read_text())["config"]["trainer"]["steps"] == steps

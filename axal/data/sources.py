@@ -144,8 +144,31 @@ def _check_same_size(
 # --------------------------------------------------------------------------- BIDS
 
 
+# What axal writes: predictions and masks (``*_seg-*``), uncertainty maps, annotate's overlays
+# and maps; and the folders it writes into (a work folder holds rounds.json or run.lock).
+_OUTPUT_RE = re.compile(r"(_seg-[A-Za-z0-9-]+|_uncertainty)$|^round-\d+_rank-\d+_")
+OUTPUT_MARKERS = ("rounds.json", "run.lock")
+
+
+def is_axal_output(path: Path, root: Path | None = None) -> bool:
+    """True for a file axal wrote (by its name, or by lying in a work folder below ``root``),
+    so that no reader takes a prediction, uncertainty map or overlay for an input image."""
+    path = Path(path)
+    if _OUTPUT_RE.search(_strip_suffix(path)):
+        return True
+    for parent in path.parents:
+        if root is not None and parent == Path(root):
+            break
+        if any((parent / marker).is_file() for marker in OUTPUT_MARKERS):
+            return True
+        if root is None:
+            break  # without a root, only the file's own folder is checked
+    return False
+
+
 def bids_images(root: Path) -> list[Path]:
-    """All raw images under `sub-*/[ses-*/]micr/`, never under derivatives/."""
+    """All raw images under `sub-*/[ses-*/]micr/`, never under derivatives/, never axal's
+    own outputs (predictions, uncertainty maps) written beside them."""
     found = []
     for pattern in ("sub-*/micr/*", "sub-*/ses-*/micr/*"):
         for path in root.glob(pattern):
@@ -153,6 +176,7 @@ def bids_images(root: Path) -> list[Path]:
                 path.is_file()
                 and path.suffix.lower() in IMAGE_SUFFIXES
                 and BIDS_IMAGE_RE.match(_strip_suffix(path))
+                and not is_axal_output(path, root)
             ):
                 found.append(path)
     return sorted(found)
@@ -333,6 +357,8 @@ def load_folder(
     subjects = _read_subjects_tsv(tsv) if tsv.is_file() else {}
     samples = []
     for case_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        if any((case_dir / marker).is_file() for marker in OUTPUT_MARKERS):
+            continue  # an axal work folder (annotate's predictions, overlays), not a case
         image_path = find_named(case_dir, "image")
         mask_path = find_named(case_dir, "mask")
         if image_path is None:
