@@ -346,10 +346,17 @@ def annotate(cfg: DictConfig, progress: Progress | None = None) -> dict[str, Any
     out = work_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     with RunLock(out):  # a second annotate on this folder stops, naming the holder
-        return _annotate_locked(cfg, strategy, k, root, out)
+        return _annotate_locked(cfg, strategy, k, root, out, progress)
 
 
-def _annotate_locked(cfg: DictConfig, strategy: Any, k: int, root: Path, out: Path) -> dict:
+def _annotate_locked(
+    cfg: DictConfig,
+    strategy: Any,
+    k: int,
+    root: Path,
+    out: Path,
+    progress: Progress | None = None,
+) -> dict:
     state = load_state(out, cfg, root)
     folder = read_folder(
         root,
