@@ -48,7 +48,7 @@ from axal.adsfiles import (
     image_stem,
     manual_masks,
     mask_target,
-    write_prediction,
+    write_prediction_kept,
 )
 from axal.atomic import atomic_write_json
 from axal.callbacks import shrink_map
@@ -268,16 +268,30 @@ def _overlays(
         row["overlay"] = str(path.relative_to(out))
 
 
+WRITTEN = "predictions/written.json"  # digest of every prediction file axal wrote
+
+
 def _predictions(
-    model: Any, dm: ActiveDataModule, folder: Folder, out: Path
+    model: Any, dm: ActiveDataModule, folder: Folder, out: Path, round_index: int
 ) -> dict[str, list[str]]:
-    """AxonDeepSeg masks, at each file's own size, of every image with a unit in the pool."""
+    """AxonDeepSeg masks, at each file's own size, of every image with a unit in the pool.
+
+    A prediction file that a person edited since axal wrote it is kept; the new one goes
+    beside it, named after the round (see :func:`write_prediction_kept`).
+    """
+    ledger_path = out / WRITTEN
+    ledger = json.loads(ledger_path.read_text()) if ledger_path.is_file() else {}
     written = {}
     for image_id in sorted(dm.pool_units()):
         classes = segment(model, dm.images[image_id], folder.sizes[image_id])
         target = out / "predictions" / folder.rel(image_id)
-        paths = write_prediction(classes, target, image_stem(folder.paths[image_id]))
+        stem = image_stem(folder.paths[image_id])
+        paths = write_prediction_kept(classes, target, stem, ledger, out, f"round-{round_index}")
+        kept = [p for p in paths.values() if ".round-" in p.name]
+        if kept:
+            log.warning("%s: edited predictions kept; the new ones are %s", image_id, kept[0].name)
         written[image_id] = [str(p.relative_to(out)) for p in paths.values()]
+    atomic_write_json(ledger_path, ledger)
     return written
 
 
@@ -375,7 +389,7 @@ def annotate(cfg: DictConfig) -> dict[str, Any]:
     suggestions = _suggestions(callback.selected, callback.scores, dm, folder, label)
     measure = getattr(strategy, "measure", label)
     _overlays(out, r, suggestions, dm, callback.picked_maps, measure)
-    predictions = _predictions(done.fit.model, dm, folder, out)
+    predictions = _predictions(done.fit.model, dm, folder, out, r)
     record = {
         **done.record,
         "time": dt.datetime.now().isoformat(timespec="seconds"),
