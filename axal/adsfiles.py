@@ -70,6 +70,32 @@ def write_prediction(classes: np.ndarray, folder: Path, stem: str) -> dict[str, 
     return paths
 
 
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_prediction_kept(
+    classes: np.ndarray, folder: Path, stem: str, ledger: dict[str, str], base: Path, tag: str
+) -> dict[str, Path]:
+    """Write the three masks, but never over a file a person may have edited.
+
+    ``ledger`` maps each file axal wrote (relative to ``base``) to the SHA-256 of what it wrote.
+    A file that exists and is not what axal wrote there (edited, or put there by someone else)
+    is kept, and the new mask goes beside it as ``<stem>_seg-<kind>.<tag>.png``. The ledger is
+    updated in place; the caller saves it.
+    """
+    paths = prediction_paths(folder, stem)
+    out: dict[str, Path] = {}
+    for kind, grey in encode(classes).items():
+        path = paths[kind]
+        if path.is_file() and ledger.get(str(path.relative_to(base))) != _digest(path.read_bytes()):
+            path = path.with_name(f"{stem}_seg-{kind}.{tag}.png")
+        write_png(path, grey)
+        ledger[str(path.relative_to(base))] = _digest(path.read_bytes())
+        out[kind] = path
+    return out
+
+
 # ------------------------------------------------------------------ manual masks
 
 

@@ -52,7 +52,7 @@ from axal.adsfiles import (
     image_stem,
     manual_masks,
     mask_target,
-    write_prediction,
+    write_prediction_kept,
 )
 from axal.atomic import atomic_write, atomic_write_json
 from axal.callbacks import shrink_map
@@ -296,16 +296,26 @@ class _TrainProgress(L.Callback):
         self.progress("score", 0, 0)  # scoring the pool follows training; its length unknown
 
 
+WRITTEN = "predictions/written.json"  # digest of every prediction file axal wrote
+
+
 def _predictions(
     model: Any,
     dm: ActiveDataModule,
     folder: Folder,
     out: Path,
+    round_index: int,
     suggestions: list[dict[str, Any]] = (),
     progress: Progress | None = None,
 ) -> dict[str, list[str]]:
     """AxonDeepSeg masks, at each file's own size, of every image with a unit in the pool;
-    for axon+myelin, each suggestion gets ``predicted_fibers``: the fibers its box holds."""
+    for axon+myelin, each suggestion gets ``predicted_fibers``: the fibers its box holds.
+
+    A prediction file that a person edited since axal wrote it is kept; the new one goes
+    beside it, named after the round (see :func:`write_prediction_kept`).
+    """
+    ledger_path = out / WRITTEN
+    ledger = json.loads(ledger_path.read_text()) if ledger_path.is_file() else {}
     written = {}
     images = sorted(dm.pool_units())
     for n, image_id in enumerate(images):
@@ -323,8 +333,13 @@ def _predictions(
                     ]
                     row["predicted_fibers"] = int(np.count_nonzero(np.unique(box)))
         target = out / "predictions" / folder.rel(image_id)
-        paths = write_prediction(classes, target, image_stem(folder.paths[image_id]))
+        stem = image_stem(folder.paths[image_id])
+        paths = write_prediction_kept(classes, target, stem, ledger, out, f"round-{round_index}")
+        kept = [p for p in paths.values() if ".round-" in p.name]
+        if kept:
+            log.warning("%s: edited predictions kept; the new ones are %s", image_id, kept[0].name)
         written[image_id] = [str(p.relative_to(out)) for p in paths.values()]
+    atomic_write_json(ledger_path, ledger)
     return written
 
 
@@ -442,7 +457,7 @@ def _annotate_locked(
     suggestions = _suggestions(callback.selected, callback.scores, dm, folder, label)
     measure = getattr(strategy, "measure", label)
     _overlays(out, r, suggestions, dm, callback.picked_maps, measure)
-    predictions = _predictions(done.fit.model, dm, folder, out, suggestions, progress)
+    predictions = _predictions(done.fit.model, dm, folder, out, r, suggestions, progress)
     record = {
         **done.record,
         "time": dt.datetime.now().isoformat(timespec="seconds"),

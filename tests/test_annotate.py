@@ -317,3 +317,41 @@ def test_the_cli_reports_bad_settings_in_one_paragraph(tmp_path, bad, named):
     assert done.returncode == 1
     assert named in done.stderr and "Traceback" not in done.stdout + done.stderr, done.stderr
 
+
+def test_an_edited_prediction_survives_the_next_round(tmp_path):
+    """An annotator corrects a pool image's predicted mask in place and reruns: the edit is
+    kept, the new prediction goes beside it, and an unedited prediction is refreshed in place."""
+    root = tmp_path / "lab"
+    truth = synthetic_folder(root, n=6, labelled=2, size=64)
+    overrides = (
+        "al.initial=2",
+        "dataset.pixel_size=0.1",
+        "dataset.patch_size=32",
+        "dataset.infer_size=64",
+        "dataset.batch_size=4",
+        "trainer.steps=3",
+        "trainer.finetune_steps=2",
+        "k=1",
+    )
+    out = root / "axal"
+    r0 = annotate(annotate_cfg(root, *overrides))["rounds"][0]
+    picked = r0["suggestions"][0]["image"]
+    pool = sorted(set(truth) - set(r0["labelled"]) - {picked})
+    edited, untouched = pool[0], pool[1]
+    edited_file = out / "predictions" / edited / "image_seg-axonmyelin.png"
+    correction = truth[edited]  # the annotator's corrected mask, saved over the prediction
+    Image.fromarray(correction).save(edited_file)
+    before = edited_file.read_bytes()
+    Image.fromarray(truth[picked]).save(root / picked / "mask.png")
+
+    r1 = annotate(annotate_cfg(root, *overrides))["rounds"][1]
+    assert edited_file.read_bytes() == before  # the person's work is kept
+    beside = edited_file.with_name("image_seg-axonmyelin.round-1.png")
+    assert beside.is_file() and f"{edited}/image_seg-axonmyelin.round-1.png" in str(
+        r1["predictions"][edited]
+    )
+    plain = out / "predictions" / untouched / "image_seg-axonmyelin.png"
+    assert not plain.with_name("image_seg-axonmyelin.round-1.png").exists()
+    assert any(
+        p.endswith(f"{untouched}/image_seg-axonmyelin.png") for p in r1["predictions"][untouched]
+    )

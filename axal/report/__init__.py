@@ -127,11 +127,15 @@ __all__ = [
 
 
 def write_report(
-    runs_or_dirs: Iterable[dict | str | Path] | str | Path, out_dir: str | Path
+    runs_or_dirs: Iterable[dict | str | Path] | str | Path,
+    out_dir: str | Path,
+    few_seeds: bool = False,
 ) -> dict:
     """Write figures, tables, stats, summary.{csv,json} and report.html; return the summary.
 
     ``runs_or_dirs`` is a list of loaded run dicts, or paths (results.json files or folders).
+    A strategy with fewer seeds than the most-run one is left out (a note names it), unless
+    ``few_seeds`` keeps it.
     """
     if isinstance(runs_or_dirs, (str, Path)):
         runs_or_dirs = [runs_or_dirs]
@@ -145,7 +149,7 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    summary = summarize(runs)
+    summary = summarize(runs, few_seeds=few_seeds)
     fig = learning_curve_figure(summary)
     curves_png = _fig_bytes(fig, "png")
     atomic_write(out / "learning_curves.png", curves_png)
@@ -156,6 +160,9 @@ def write_report(
     maps_png = _fig_bytes(maps_fig, "png", dpi=90) if maps_fig is not None else None
     if maps_png:
         atomic_write(out / "uncertainty_maps.png", maps_png)
+    elif (out / "uncertainty_maps.png").is_file():
+        # the maps/ of committed runs are not committed: keep the figure an earlier build made
+        maps_png = (out / "uncertainty_maps.png").read_bytes()
 
     atomic_write(out / "table.md", _markdown(summary))
     atomic_write(out / "table.csv", _table_csv(summary))

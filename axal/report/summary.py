@@ -465,20 +465,39 @@ def _group_notes(key: str, runs: list[dict]) -> list[str]:
     return notes
 
 
-def summarize(runs: list[dict]) -> dict:
+def _study_strategies(
+    strategies: dict[str, dict[Any, dict]],
+) -> tuple[dict[str, dict[Any, dict]], list[str]]:
+    """The strategies run on the study's seeds; one with fewer seeds than the most-run strategy
+    is left out of every table and figure (its few bands would stretch the axes, and a saving
+    that only 2 seeds stand behind says nothing), and a note names it and its seed count."""
+    most = max((len(per) for per in strategies.values()), default=0)
+    kept = {st: per for st, per in strategies.items() if len(per) == most}
+    notes = [
+        f"{st}: left out, {len(per)} of the study's {most} seeds so far"
+        for st, per in sorted(strategies.items())
+        if len(per) < most
+    ]
+    return kept, notes
+
+
+def summarize(runs: list[dict], few_seeds: bool = False) -> dict:
     """All report numbers, per (dataset, unit) group and strategy; JSON-serialisable."""
     groups, notes = _group(runs)
     strategies_by_group, full_by_group, full_notes = _split_full(groups)
     notes += full_notes
     datasets: dict[str, Any] = {}
     for ds in sorted(strategies_by_group):
-        strategies = strategies_by_group[ds]
+        strategies, few = strategies_by_group[ds], []
+        if not few_seeds:
+            strategies, few = _study_strategies(strategies)
         full_runs = full_by_group.get(ds, {})
         members = [r for per in groups[ds].values() for r in per.values()]
         unit = run_unit(members[0])
         budget = FRACTION if unit == "tile" else UNITS
         baseline = _baseline_name(strategies)
         ds_notes: list[str] = _group_notes(ds, members)
+        ds_notes += few
         if baseline is None and strategies:
             ds_notes.append("no random baseline: savings, ratios and p-values not computed")
         curves = {
