@@ -153,7 +153,8 @@ def predict_image(
         )
     scaled = to_model_scale(image, own, model_size)
     stem = image_stem(path)
-    files = list(write_prediction(segment(model, scaled, size), folder, stem).values())
+    task = str(meta.get("task") or "axonmyelin")
+    files = list(write_prediction(segment(model, scaled, size), folder, stem, task).values())
     if mc_samples:
         grey = uncertainty_map(model, scaled, size, mc_samples, image_seed(seed, stem))
         files.append(write_png(folder / f"{stem}_{UNCERTAINTY}.png", grey))

@@ -313,4 +313,3 @@ def test_the_cli_reports_bad_settings_in_one_paragraph(tmp_path, bad, named):
     )
     assert done.returncode == 1
     assert named in done.stderr and "Traceback" not in done.stdout + done.stderr, done.stderr
-
