@@ -34,12 +34,15 @@ UNCERTAINTY = "uncertainty"
 
 
 def to_model_scale(
-    image: np.ndarray, pixel_size: float | None, model_pixel_size: float | None
+    image: np.ndarray,
+    pixel_size: float | None,
+    model_pixel_size: float | None,
+    path: str | Path = "",
 ) -> np.ndarray:
     """The image at the model's pixel size; unchanged when either size is unknown."""
     if pixel_size is None or model_pixel_size is None:
         return image
-    return resample(Sample("", "", image, None, pixel_size, ""), model_pixel_size).image
+    return resample(Sample("", "", image, None, pixel_size, str(path)), model_pixel_size).image
 
 
 def _to_size(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -151,7 +154,7 @@ def predict_image(
             path,
             model_size,
         )
-    scaled = to_model_scale(image, own, model_size)
+    scaled = to_model_scale(image, own, model_size, path)
     stem = image_stem(path)
     task = str(meta.get("task") or "axonmyelin")
     files = list(write_prediction(segment(model, scaled, size), folder, stem, task).values())
