@@ -68,20 +68,34 @@ def uncertainty_map(
     seed: int,
 ) -> np.ndarray:
     """Predictive entropy of the MC-dropout mean as 8-bit grey: 255 = ln(C)."""
+    from tqdm.auto import tqdm
+
+    from axal.tiling import tile_starts
+
     tile_batch, sample_chunk = mc_batch(model.device, None, None)
+    patch, overlap = int(model.hparams.patch_size), int(model.hparams.overlap)
+    padded = [max(-(-n // 32) * 32, 1) for n in image.shape[:2]]
+    tiles = 1
+    for n in padded:
+        tiles *= len(tile_starts(n, min(patch, n), overlap))
+    # one tick per tile and sample: the bar's rate gives the time left on a long MC run
+    bar = tqdm(total=tiles * mc_samples, desc="MC samples x tiles", unit="pass", leave=False)
     try:
         stats = mc_dropout_stats(
             model.net,
             image,
             T=mc_samples,
-            patch=int(model.hparams.patch_size),
-            overlap=int(model.hparams.overlap),
+            patch=patch,
+            overlap=overlap,
             tile_batch=tile_batch,
             sample_chunk=sample_chunk,
             seed=seed,
+            on_suffix_batch=bar.update,
         )
     except ValueError as err:  # a network without dropout
         raise CheckpointError(f"mc_samples={mc_samples} needs MC dropout: {err}") from err
+    finally:
+        bar.close()
     n_classes = stats.mean.shape[0]
     entropy = _to_size(stats.entropy[None], size)[0].numpy()
     return np.clip(np.rint(entropy / math.log(n_classes) * 255), 0, 255).astype(np.uint8)
@@ -183,9 +197,11 @@ def predict(
         raise ValueError(f"mc_samples={mc_samples} must be >= 0")
     model, meta = load_model(ckpt, task)
     model.to(device)
+    from tqdm.auto import tqdm
+
     images, base = find_images(source)
     result = Predictions()
-    for path in images:
+    for path in tqdm(images, desc="predict", unit="image"):  # with the time left
         folder = path.parent if out is None else Path(out) / path.parent.relative_to(base)
         try:
             files = predict_image(model, meta, path, folder, mc_samples, pixel_size, seed)

@@ -145,3 +145,24 @@ def test_uncertainty_maps_in_a_bids_folder_are_never_inputs(sim_ckpt, tmp_path):
         str(root / s.split("_")[0] / "micr" / f"{s}.png") for s in stems
     )
     assert not list(root.rglob("*_uncertainty_uncertainty.png"))
+
+
+def test_predict_shows_progress_per_image_and_per_sample(sim_ckpt, tmp_path):
+    _image(tmp_path / "a.png", (64, 64))
+    _image(tmp_path / "b.png", (64, 64))
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "predict.py"),
+            f"ckpt={sim_ckpt}",
+            f"input={tmp_path}",
+            "mc_samples=3",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "predict: 100%" in done.stderr and "2/2" in done.stderr
+    assert "MC samples x tiles" in done.stderr
