@@ -62,12 +62,22 @@ def write_png(path: Path, grey: np.ndarray) -> Path:
     return path
 
 
-def write_prediction(classes: np.ndarray, folder: Path, stem: str) -> dict[str, Path]:
-    """Write a class map as AxonDeepSeg's three masks; returns their paths by kind."""
+# the masks a model of each task predicts: a myelin model says nothing about axons, so it
+# writes no (all-zero) _seg-axon.png
+TASK_KINDS = {"axonmyelin": ("axonmyelin", "axon", "myelin"), "myelin": ("myelin",)}
+
+
+def write_prediction(
+    classes: np.ndarray, folder: Path, stem: str, task: str = "axonmyelin"
+) -> dict[str, Path]:
+    """Write a class map as the AxonDeepSeg masks a model of ``task`` predicts; returns their
+    paths by kind."""
     paths = prediction_paths(folder, stem)
+    kinds = TASK_KINDS.get(task, tuple(paths))
     for kind, grey in encode(classes).items():
-        write_png(paths[kind], grey)
-    return paths
+        if kind in kinds:
+            write_png(paths[kind], grey)
+    return {k: p for k, p in paths.items() if k in kinds}
 
 
 def _digest(data: bytes) -> str:

@@ -82,7 +82,12 @@ class Unit:
 
 
 def image_units(image_id: str, shape: tuple[int, int], unit: str, tile_size: int | None) -> list:
-    """The units of one image: itself, or its non-overlapping tiles (row-major, edges smaller)."""
+    """The units of one image: itself, or its non-overlapping tiles (row-major).
+
+    Where the tile size does not divide the image, an edge strip narrower than half a tile
+    (an 8 px sliver, too small to annotate usefully) joins its neighbour, which grows up to
+    1.5 tiles; a wider strip is a smaller edge tile of its own.
+    """
     h, w = shape
     if unit == "image":
         return [Unit(image_id, 0, 0, w, h, whole=True)]
@@ -90,11 +95,20 @@ def image_units(image_id: str, shape: tuple[int, int], unit: str, tile_size: int
         raise ValueError(f"al.unit={unit!r} is not one of {', '.join(UNITS)}")
     if not tile_size or tile_size < 1:
         raise ValueError(f"al.tile_size={tile_size!r} must be a positive number of pixels")
+    ys, xs = _tile_edges(h, tile_size), _tile_edges(w, tile_size)
     return [
-        Unit(image_id, x, y, min(tile_size, w - x), min(tile_size, h - y))
-        for y in range(0, h, tile_size)
-        for x in range(0, w, tile_size)
+        Unit(image_id, x0, y0, x1 - x0, y1 - y0)
+        for y0, y1 in zip(ys, ys[1:])
+        for x0, x1 in zip(xs, xs[1:])
     ]
+
+
+def _tile_edges(size: int, tile: int) -> list[int]:
+    """Tile borders along one axis: every ``tile`` px, a last strip under half a tile merged."""
+    edges = list(range(0, size, tile)) + [size]
+    if len(edges) > 2 and size - edges[-2] < tile / 2:
+        del edges[-2]
+    return edges
 
 
 def unit_splits(

@@ -34,12 +34,15 @@ UNCERTAINTY = "uncertainty"
 
 
 def to_model_scale(
-    image: np.ndarray, pixel_size: float | None, model_pixel_size: float | None
+    image: np.ndarray,
+    pixel_size: float | None,
+    model_pixel_size: float | None,
+    path: str | Path = "",
 ) -> np.ndarray:
     """The image at the model's pixel size; unchanged when either size is unknown."""
     if pixel_size is None or model_pixel_size is None:
         return image
-    return resample(Sample("", "", image, None, pixel_size, ""), model_pixel_size).image
+    return resample(Sample("", "", image, None, pixel_size, str(path)), model_pixel_size).image
 
 
 def _to_size(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -65,20 +68,34 @@ def uncertainty_map(
     seed: int,
 ) -> np.ndarray:
     """Predictive entropy of the MC-dropout mean as 8-bit grey: 255 = ln(C)."""
+    from tqdm.auto import tqdm
+
+    from axal.tiling import tile_starts
+
     tile_batch, sample_chunk = mc_batch(model.device, None, None)
+    patch, overlap = int(model.hparams.patch_size), int(model.hparams.overlap)
+    padded = [max(-(-n // 32) * 32, 1) for n in image.shape[:2]]
+    tiles = 1
+    for n in padded:
+        tiles *= len(tile_starts(n, min(patch, n), overlap))
+    # one tick per tile and sample: the bar's rate gives the time left on a long MC run
+    bar = tqdm(total=tiles * mc_samples, desc="MC samples x tiles", unit="pass", leave=False)
     try:
         stats = mc_dropout_stats(
             model.net,
             image,
             T=mc_samples,
-            patch=int(model.hparams.patch_size),
-            overlap=int(model.hparams.overlap),
+            patch=patch,
+            overlap=overlap,
             tile_batch=tile_batch,
             sample_chunk=sample_chunk,
             seed=seed,
+            on_suffix_batch=bar.update,
         )
     except ValueError as err:  # a network without dropout
         raise CheckpointError(f"mc_samples={mc_samples} needs MC dropout: {err}") from err
+    finally:
+        bar.close()
     n_classes = stats.mean.shape[0]
     entropy = _to_size(stats.entropy[None], size)[0].numpy()
     return np.clip(np.rint(entropy / math.log(n_classes) * 255), 0, 255).astype(np.uint8)
@@ -159,10 +176,11 @@ def predict_image(
             f"{path}: pixel size unknown, morphometrics need micrometres per pixel (add "
             "pixel_size_in_micrometer.txt or a sidecar JSON, or set pixel_size=...)"
         )
-    scaled = to_model_scale(image, own, model_size)
+    scaled = to_model_scale(image, own, model_size, path)
     stem = image_stem(path)
+    task = str(meta.get("task") or "axonmyelin")
     classes = segment(model, scaled, size)
-    files = list(write_prediction(classes, folder, stem).values())
+    files = list(write_prediction(classes, folder, stem, task).values())
     if morphometrics:
         from axal.morphometrics import aggregate, fiber_table, write_csv
 
@@ -201,9 +219,11 @@ def predict(
             f"task={meta['task']} (no axon class): train one with task=axonmyelin"
         )
     model.to(device)
+    from tqdm.auto import tqdm
+
     images, base = find_images(source)
     result = Predictions()
-    for path in images:
+    for path in tqdm(images, desc="predict", unit="image"):  # with the time left
         folder = path.parent if out is None else Path(out) / path.parent.relative_to(base)
         try:
             files = predict_image(

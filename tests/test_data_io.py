@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import tifffile
@@ -196,3 +198,20 @@ def test_resample_noop_and_invalid_target():
     for bad in (0, -1.0, float("nan")):
         with pytest.raises(DataError, match="dataset.pixel_size"):
             resample(s, bad)
+
+
+def test_resample_refuses_an_implausible_pixel_size_naming_file_and_value():
+    """4.93 (nanometres written as micrometres) for a 0.00986 um/px model: 500x, refused
+    before any memory goes, naming the file and the value; a plausible factor still works."""
+    image = np.zeros((200, 200), np.float32)
+    wrong = Sample("a", "a", image, None, 4.93, "/lab/a/image.png")
+    with pytest.raises(DataError, match=r"/lab/a/image.png: its pixel size 4.93 um"):
+        resample(wrong, 0.00986)
+    assert resample(replace(wrong, pixel_size=0.0493), 0.00986).image.shape == (1000, 1000)
+
+
+def test_predict_scaling_refuses_an_implausible_pixel_size_naming_the_file(tmp_path):
+    from axal.predict import to_model_scale
+
+    with pytest.raises(DataError, match="x.png: its pixel size 4.93"):
+        to_model_scale(np.zeros((200, 200), np.float32), 4.93, 0.00986, tmp_path / "x.png")

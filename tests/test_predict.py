@@ -54,21 +54,18 @@ def test_predict_writes_masks_at_each_images_own_size(sim_ckpt, tmp_path):
         in done.failed[str(tmp_path / "broken" / "image.png")]
     )
     for case, size in (("fine", (96, 96)), ("plain", (90, 70))):
-        for kind, allowed in ADS_VALUES.items():
+        # a task=myelin model writes only its myelin mask, never an all-zero _seg-axon.png
+        assert not (tmp_path / case / "image_seg-axon.png").exists()
+        assert not (tmp_path / case / "image_seg-axonmyelin.png").exists()
+        for kind, allowed in (("myelin", ADS_VALUES["myelin"]),):
             with Image.open(tmp_path / case / f"image_seg-{kind}.png") as im:
                 assert im.mode == "L" and im.size == size
                 assert set(np.unique(np.asarray(im)).tolist()) <= allowed
         with Image.open(tmp_path / case / "image_uncertainty.png") as im:
             assert im.size == size
-    # the masks agree with each other: axon + myelin = axonmyelin
-    am = np.asarray(Image.open(tmp_path / "fine" / "image_seg-axonmyelin.png"))
-    myelin = np.asarray(Image.open(tmp_path / "fine" / "image_seg-myelin.png"))
-    assert ((am == 127) == (myelin == 255)).all()
     # out=<dir> mirrors the input's folders; a single file works too
     out = predict(sim_ckpt, tmp_path / "plain" / "image.png", out=tmp_path / "out")
     assert [p.split("/")[-1] for p in out.written[str(tmp_path / "plain" / "image.png")]] == [
-        "image_seg-axonmyelin.png",
-        "image_seg-axon.png",
         "image_seg-myelin.png",
     ]
 
@@ -117,7 +114,7 @@ def test_the_cli_predicts_the_readable_images_and_names_the_other(sim_ckpt, tmp_
     )
     output = done.stdout + done.stderr
     assert done.returncode == 1 and str(tmp_path / "bad.png") in output
-    with Image.open(tmp_path / "good_seg-axonmyelin.png") as im:
+    with Image.open(tmp_path / "good_seg-myelin.png") as im:
         assert im.size == (50, 40)
 
 
@@ -148,3 +145,24 @@ def test_uncertainty_maps_in_a_bids_folder_are_never_inputs(sim_ckpt, tmp_path):
         str(root / s.split("_")[0] / "micr" / f"{s}.png") for s in stems
     )
     assert not list(root.rglob("*_uncertainty_uncertainty.png"))
+
+
+def test_predict_shows_progress_per_image_and_per_sample(sim_ckpt, tmp_path):
+    _image(tmp_path / "a.png", (64, 64))
+    _image(tmp_path / "b.png", (64, 64))
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "predict.py"),
+            f"ckpt={sim_ckpt}",
+            f"input={tmp_path}",
+            "mc_samples=3",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "predict: 100%" in done.stderr and "2/2" in done.stderr
+    assert "MC samples x tiles" in done.stderr

@@ -24,16 +24,28 @@ def _tile_dm(tile: int = 32, n_initial: int = 2) -> ActiveDataModule:
 
 
 def test_images_are_cut_into_non_overlapping_tiles_with_smaller_edge_tiles():
-    tiles = image_units("img", (100, 70), "tile", 32)
-    assert len(tiles) == 4 * 3
-    covered = np.zeros((100, 70), dtype=int)
+    tiles = image_units("img", (100, 80), "tile", 32)
+    assert len(tiles) == 3 * 3
+    covered = np.zeros((100, 80), dtype=int)
     for t in tiles:
         covered[t.slices] += 1
     assert (covered == 1).all()  # every pixel in exactly one tile
-    assert {(t.w, t.h) for t in tiles} >= {(32, 32), (6, 32), (32, 4), (6, 4)}
+    # a 16 px edge (half a tile) is a tile of its own; a 4 px sliver joins its neighbour
+    assert {(t.w, t.h) for t in tiles} == {(32, 32), (16, 32), (32, 36), (16, 36)}
     unit = tiles[5]
-    assert Unit.parse(unit.id, {"img": (100, 70)}) == unit
-    assert Unit.parse("img", {"img": (100, 70)}).whole
+    assert Unit.parse(unit.id, {"img": (100, 80)}) == unit
+    assert Unit.parse("img", {"img": (100, 80)}).whole
+
+
+def test_slivers_too_small_to_annotate_merge_into_their_neighbour():
+    """A tile size that does not divide the image never suggests 8 x 8 or 64 x 8 slivers."""
+    tiles = image_units("img", (136, 72), "tile", 64)
+    assert min(min(t.w, t.h) for t in tiles) >= 32
+    assert sorted((t.w, t.h) for t in tiles) == [(72, 64), (72, 72)]
+    covered = np.zeros((136, 72), dtype=int)
+    for t in tiles:
+        covered[t.slices] += 1
+    assert (covered == 1).all()
 
 
 def test_only_labelled_tiles_carry_labels_into_the_loss():

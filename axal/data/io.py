@@ -200,10 +200,18 @@ def classes_from_axon_myelin(axon_raw: np.ndarray, myelin_raw: np.ndarray) -> np
     return out
 
 
+# A pixel size that scales an image by more than this (either way), or past this many pixels,
+# is a mistake (nanometres written as micrometres), not a scale: refused before any memory goes.
+MAX_RESAMPLE_FACTOR = 50.0
+MAX_RESAMPLED_PIXELS = 200_000_000  # 0.8 GB as float32
+
+
 def resample(sample: Sample, pixel_size: float) -> Sample:
     """Rescale a sample to a target pixel size so datasets of different scales can be mixed.
 
     Image: antialiased bilinear (area-like when shrinking); mask: nearest, so classes stay exact.
+    A factor beyond :data:`MAX_RESAMPLE_FACTOR` or a result beyond :data:`MAX_RESAMPLED_PIXELS`
+    is a :class:`DataError` naming the file and both pixel sizes.
     """
     try:
         target = float(pixel_size)
@@ -218,6 +226,16 @@ def resample(sample: Sample, pixel_size: float) -> Sample:
     factor = sample.pixel_size / target
     h, w = sample.image.shape
     new_h, new_w = max(1, round(h * factor)), max(1, round(w * factor))
+    if not 1 / MAX_RESAMPLE_FACTOR <= factor <= MAX_RESAMPLE_FACTOR or (
+        new_h * new_w > max(MAX_RESAMPLED_PIXELS, h * w)
+    ):
+        raise DataError(
+            f"{sample.path or sample.id or 'an image'}: its pixel size {sample.pixel_size:g} um "
+            f"would resample it by {factor:.3g}x ({w}x{h} -> {new_w}x{new_h} px) to the "
+            f"model's {target:g} um/px; more than {MAX_RESAMPLE_FACTOR:g}x either way is taken "
+            "for a mistake (nanometres written as micrometres?): correct its pixel size "
+            "(pixel_size_in_micrometer.txt or the sidecar JSON)"
+        )
     if (new_h, new_w) == (h, w):
         return replace(sample, pixel_size=target)
     img = Image.fromarray(np.ascontiguousarray(sample.image, dtype=np.float32))
