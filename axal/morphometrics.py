@@ -274,8 +274,9 @@ def correction_effort(
     """What correcting ``pred`` into ``truth`` (both of one unit) takes, and drawing from scratch.
 
     True fibers matched with IoU >= ``good_iou`` need a check, matched below it a fix; unmatched
-    true fibers are drawn, unmatched predicted ones deleted. A merged pair counts one true
-    fiber as fixed (or drawn, when the merge overlaps neither by 0.5) and the other as drawn.
+    true fibers are drawn, unmatched predicted ones deleted. A merged pair counts the
+    dominant true fiber as fixed (checked at IoU >= ``good_iou``) and the other as drawn; when
+    the merge overlaps neither by IoU 0.5 it is deleted and both are drawn.
     """
     cost = cost or CostModel()
     pred_c, true_c = classes_of(pred), classes_of(truth)

@@ -91,6 +91,21 @@ def test_merged_pair_of_equal_fibers_is_one_delete_and_two_draws():
     assert compare(pred, truth, 1.0)["fiber_f1"] == 0.0
 
 
+def test_merged_pair_dominated_by_one_fiber_is_one_fix_and_one_draw():
+    truth = np.zeros((140, 240), np.uint8)
+    disc(truth, 70, 70, 40, 55)
+    disc(truth, 70, 165, 25, 35)
+    pred = truth.copy()
+    pred[66:75, 70:166] = 255  # the smaller fiber's axon joined to the larger one's
+    e = correction_effort(pred, truth)
+    assert (e["fibers_fixed"], e["fibers_drawn"], e["fibers_deleted"], e["fibers_checked"]) == (
+        1,
+        1,
+        0,
+        0,
+    )
+
+
 def test_cli_writes_adsx_columns(tmp_path):
     from PIL import Image
 
