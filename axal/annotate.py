@@ -322,16 +322,16 @@ def _predictions(
         if progress:
             progress("predict", n, len(images))
         classes = segment(model, dm.images[image_id], folder.sizes[image_id])
-        if dm.n_classes == 3:
+        rows = [row for row in suggestions if row["image"] == image_id]
+        if dm.n_classes == 3 and rows:  # fibers only where a suggestion needs their count
             from axal.morphometrics import fibers
 
             labels = fibers(classes)
-            for row in suggestions:
-                if row["image"] == image_id:
-                    box = labels[
-                        row["y"] : row["y"] + row["height"], row["x"] : row["x"] + row["width"]
-                    ]
-                    row["predicted_fibers"] = int(np.count_nonzero(np.unique(box)))
+            for row in rows:
+                box = labels[
+                    row["y"] : row["y"] + row["height"], row["x"] : row["x"] + row["width"]
+                ]
+                row["predicted_fibers"] = int(np.count_nonzero(np.unique(box)))
         target = out / "predictions" / folder.rel(image_id)
         stem = image_stem(folder.paths[image_id])
         paths = write_prediction_kept(classes, target, stem, ledger, out, f"round-{round_index}")
