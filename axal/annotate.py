@@ -115,11 +115,11 @@ def read_folder(
     paths = {s.id: Path(s.path) for s in samples}
     if pixel_size is not None:
         unknown = [s.id for s in samples if s.pixel_size is None]
-        if unknown:
-            log.warning(
-                "no pixel size for %d images (e.g. %s): used at their own scale",
-                len(unknown),
-                unknown[0],
+        if unknown:  # the wrong scale gives wrong masks and suggestions, silently
+            raise DataError(
+                f"no pixel size for {len(unknown)} image(s) of {root} (e.g. {paths[unknown[0]]}): "
+                "add pixel_size_in_micrometer.txt (or the BIDS sidecar JSON) beside each, or "
+                "set dataset.pixel_size=null to use every image at its own scale"
             )
         samples = [resample(s, pixel_size) for s in samples]
     return Folder(root, samples, sizes, paths, masks)

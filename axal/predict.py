@@ -164,12 +164,11 @@ def predict_image(
     size = (int(image.shape[0]), int(image.shape[1]))
     own = pixel_size if pixel_size is not None else pixel_size_of(path)
     model_size = meta.get("pixel_size")
-    if model_size is not None and own is None:
-        log.warning(
-            "%s: pixel size unknown (no pixel_size_in_micrometer.txt or sidecar JSON; set "
-            "pixel_size=...): segmented at its own scale, the model was trained at %s um/px",
-            path,
-            model_size,
+    if model_size is not None and own is None:  # the wrong scale gives wrong masks, silently
+        raise DataError(
+            f"{path}: pixel size unknown (no pixel_size_in_micrometer.txt or BIDS sidecar JSON) "
+            f"and the model was trained at {model_size} um/px: add the file, or set "
+            "pixel_size=<um per pixel> for the images"
         )
     if morphometrics and own is None:
         raise DataError(

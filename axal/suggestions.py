@@ -102,6 +102,9 @@ def write_page(path: Path, state: dict[str, Any]) -> None:
         f"scored the {n_pred} images not yet labelled with <b>{_e(last.get('strategy'))}</b>. "
         f"Model: <code>{_e(last['checkpoint'])}</code></p>"
     )
+    how = how_picked(last)
+    if how:
+        parts.append(f"<p class='how'>{_e(how)}</p>")
     suggestions = last.get("suggestions", [])
     if suggestions:
         parts.append(
@@ -135,3 +138,35 @@ def write_page(path: Path, state: dict[str, Any]) -> None:
         f"{rows}</table></body></html>"
     )
     atomic_write(path, "".join(parts))
+
+
+def how_picked(record: dict) -> str:
+    """What the strategy did, in words: ranks are the order of picking, not of the scores."""
+    strategy = (record.get("config") or {}).get("strategy") or {}
+    k = len(record.get("suggestions", []))
+    pool = len(record.get("scores") or {})
+    if not k:
+        return ""
+    if str(strategy.get("_target_", "")).endswith(".Hybrid"):
+        pre = strategy.get("prefilter")
+        if pre is None:
+            n = 3 * k
+        elif isinstance(pre, float):
+            n = max(k, round(pre * pool))
+        else:
+            n = int(pre)
+        n = min(n, pool) if pool else n
+        return (
+            f"How these were picked: the {n} most uncertain of the {pool} pool units by "
+            f"{strategy.get('base', 'the base measure')}, then the {k} most different of those "
+            "(k-center greedy on the model's features); ranks are the order of picking, so a "
+            "lower-scored unit can rank above a higher-scored one."
+            + (
+                " With so few candidates per pick this is mostly diversity sampling."
+                if n <= k + 1 or pool <= 4 * k
+                else ""
+            )
+        )
+    if record.get("strategy") == "random":
+        return f"How these were picked: {k} of the {pool} pool units at random."
+    return f"How these were picked: the {k} highest-scoring of the {pool} pool units, best first."

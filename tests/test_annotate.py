@@ -355,3 +355,19 @@ def test_an_edited_prediction_survives_the_next_round(tmp_path):
     assert any(
         p.endswith(f"{untouched}/image_seg-axonmyelin.png") for p in r1["predictions"][untouched]
     )
+
+
+def test_the_page_says_how_the_strategy_picked():
+    from axal.suggestions import how_picked
+
+    hybrid = {"_target_": "axal.acquisition.Hybrid", "base": "bald", "prefilter": None}
+    record = {
+        "config": {"strategy": hybrid},
+        "suggestions": [{}] * 4,
+        "scores": dict.fromkeys("abcdefghijklm", 0.0),
+    }
+    text = how_picked(record)
+    assert "the 12 most uncertain of the 13" in text and "the 4 most different" in text
+    assert "order of picking" in text and "mostly diversity" in text
+    record["config"]["strategy"] = {"_target_": "axal.acquisition.Bald"}
+    assert "4 highest-scoring of the 13" in how_picked(record)

@@ -44,15 +44,23 @@ def test_checkpoints_carry_what_predictions_need(sim_ckpt):
 
 def test_predict_writes_masks_at_each_images_own_size(sim_ckpt, tmp_path):
     _image(tmp_path / "fine" / "image.png", (96, 96), pixel_size=0.05)  # the model sees 48 px
-    _image(tmp_path / "plain" / "image.png", (70, 90))  # pixel size unknown: its own scale
+    _image(tmp_path / "plain" / "image.png", (70, 90))  # pixel size unknown: an error
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "image.png").write_bytes(b"not a png")
     done = predict(sim_ckpt, tmp_path, mc_samples=2)
-    assert set(done.failed) == {str(tmp_path / "broken" / "image.png")}
+    plain = str(tmp_path / "plain" / "image.png")
+    assert set(done.failed) == {str(tmp_path / "broken" / "image.png"), plain}
+    assert (
+        "pixel_size=" in done.failed[plain]
+        and not (tmp_path / "plain" / "image_seg-axon.png").exists()
+    )
     assert (
         str(tmp_path / "broken" / "image.png")
         in done.failed[str(tmp_path / "broken" / "image.png")]
     )
+    (tmp_path / "broken" / "image.png").unlink()
+    done = predict(sim_ckpt, tmp_path / "plain", mc_samples=2, pixel_size=0.1)  # given: used
+    assert not done.failed
     for case, size in (("fine", (96, 96)), ("plain", (90, 70))):
         # a task=myelin model writes only its myelin mask, never an all-zero _seg-axon.png
         assert not (tmp_path / case / "image_seg-axon.png").exists()
@@ -64,7 +72,7 @@ def test_predict_writes_masks_at_each_images_own_size(sim_ckpt, tmp_path):
         with Image.open(tmp_path / case / "image_uncertainty.png") as im:
             assert im.size == size
     # out=<dir> mirrors the input's folders; a single file works too
-    out = predict(sim_ckpt, tmp_path / "plain" / "image.png", out=tmp_path / "out")
+    out = predict(sim_ckpt, tmp_path / "plain" / "image.png", out=tmp_path / "out", pixel_size=0.1)
     assert [p.split("/")[-1] for p in out.written[str(tmp_path / "plain" / "image.png")]] == [
         "image_seg-myelin.png",
     ]
@@ -106,7 +114,13 @@ def test_the_cli_predicts_the_readable_images_and_names_the_other(sim_ckpt, tmp_
     _image(tmp_path / "good.png", (40, 50))
     (tmp_path / "bad.png").write_bytes(b"\x89PNG broken")
     done = subprocess.run(
-        [sys.executable, str(ROOT / "predict.py"), f"ckpt={sim_ckpt}", f"input={tmp_path}"],
+        [
+            sys.executable,
+            str(ROOT / "predict.py"),
+            f"ckpt={sim_ckpt}",
+            f"input={tmp_path}",
+            "pixel_size=0.1",
+        ],
         capture_output=True,
         text=True,
         cwd=ROOT,
