@@ -34,6 +34,7 @@ image that was never suggested counts whole.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
 import json
 import logging
@@ -188,6 +189,36 @@ def load_state(out: Path, cfg: DictConfig, root: Path) -> dict[str, Any]:
     return state
 
 
+def tile_digests(folder: Folder, unit_ids: list[str]) -> dict[str, str]:
+    """A digest of the mask inside each labelled tile (model scale), by unit id."""
+    masks = {s.id: s.mask for s in folder.samples if s.mask is not None}
+    shapes = {s.id: s.image.shape for s in folder.samples}
+    out = {}
+    for unit_id in unit_ids:
+        unit = Unit.parse(unit_id, shapes)
+        if unit.whole or unit.image not in masks:
+            continue
+        box = np.ascontiguousarray(masks[unit.image][unit.slices])
+        out[unit_id] = hashlib.sha256(box.tobytes()).hexdigest()[:16]
+    return out
+
+
+def check_labelled_tiles(last: dict[str, Any] | None, folder: Folder) -> list[str]:
+    """Tiles labelled in an earlier round whose mask changed since (e.g. saved over with model
+    output); warned about, naming them, and returned."""
+    before = (last or {}).get("tile_masks") or {}
+    now = tile_digests(folder, list(before))
+    changed = sorted(u for u, d in before.items() if u in now and now[u] != d)
+    if changed:
+        log.warning(
+            "labelled tiles changed since round %d: %s. If their masks were saved over with a "
+            "prediction, restore your labels there: they still count as labels",
+            last["round"],
+            ", ".join(changed),
+        )
+    return changed
+
+
 def _check_enough(folder: Folder, needed: int) -> None:
     """A clear message when too few images are labelled to train a first model."""
     have = len(folder.masks)
@@ -237,6 +268,7 @@ def _suggestions(
                 "strategy": label,
                 "path": str(folder.paths[unit.image]),
                 "mask": str(mask_target(folder.root, folder.paths[unit.image])),
+                "has_mask": unit.image in folder.masks,
             }
         )
     return rows
@@ -390,6 +422,7 @@ def _annotate_locked(
     suggested = {s["unit"] for r in state["rounds"] for s in r["suggestions"]}
     previous = last["labelled"] if last else []
     labelled = labelled_units(units, set(folder.masks), previous, suggested)
+    edited_tiles = check_labelled_tiles(last, folder)
     gone = sorted({u.split("@")[0] for u in previous} - set(folder.masks))
     if gone:
         log.warning("masks gone since the last round, back to the pool: %s", ", ".join(gone))
@@ -466,6 +499,8 @@ def _annotate_locked(
         "labelled_images": sorted(folder.masks),
         "new_masks": changed,
         "masks": folder.masks,
+        "tile_masks": tile_digests(folder, labelled),
+        "changed_tiles": edited_tiles,
         "suggestions": suggestions,
         "predictions": predictions,
         "config": OmegaConf.to_container(cfg, resolve=True),

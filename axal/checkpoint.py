@@ -108,3 +108,21 @@ def _load_state(model: L.LightningModule, ckpt: dict[str, Any], path: str | Path
             f"trained? it holds {ckpt[META_KEY]['net'].get('_target_')}): "
             f"{str(err).splitlines()[0]}"
         ) from err
+
+
+def save_checkpoint(trainer: L.Trainer, path: str | Path) -> Path:
+    """``trainer.save_checkpoint`` to a temporary file beside ``path``, then renamed over it:
+    a full disk or a kill mid-write leaves the previous good checkpoint, never a truncated one
+    (Lightning writes into the destination itself)."""
+    import os
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        trainer.save_checkpoint(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -30,7 +30,7 @@ import lightning as L
 import numpy as np
 
 from axal.atomic import atomic_write_json
-from axal.checkpoint import load_weights
+from axal.checkpoint import load_weights, save_checkpoint
 from axal.rundir import MAY_CHANGE, MAY_GROW, RunFolderInUse, RunLock, flatten, matches_any
 from axal.training import RoundFit
 
@@ -108,7 +108,7 @@ def shared_fit(
 
 
 def _store(entry: Path, fit: RoundFit, run_dir: Path) -> None:
-    fit.trainer.save_checkpoint(entry / MODEL)  # only the record, written last, makes it valid
+    save_checkpoint(fit.trainer, entry / MODEL)  # only the record, written last, makes it valid
     atomic_write_json(
         entry / RECORD,
         {

@@ -39,7 +39,7 @@ from axal.acquisition import Strategy
 from axal.atomic import atomic_write, atomic_write_json
 from axal.callbacks import AcquisitionCallback
 from axal.checkpoint import describe as describe_model
-from axal.checkpoint import load_weights
+from axal.checkpoint import load_weights, save_checkpoint
 from axal.data import check_foreground, load_dataset, split_by_subject
 from axal.errors import ConfigError
 from axal.first_round import data_digest, entry_dir, restore_with, shared_fit
@@ -482,7 +482,7 @@ def active_round(
     elif k:
         callback.score_and_pick(dm, model)
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    trainer.save_checkpoint(checkpoint)
+    save_checkpoint(trainer, checkpoint)  # temp file + rename: never truncated
     pool_pixels = dm.train_pixels()
     record = {
         "round": r,

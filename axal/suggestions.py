@@ -64,6 +64,13 @@ def _card(row: dict[str, Any], record: dict[str, Any]) -> str:
     overlay = row.get("overlay")
     picture = f'<img src="{_e(overlay)}" alt="overlay of {_e(row["image"])}">' if overlay else ""
     start_link = f'<a href="{_e(start)}">{_e(Path(start).name)}</a>' if start else "—"
+    if row.get("has_mask"):  # starting from the prediction would replace earlier labels
+        start_link = (
+            f"<b>your own mask</b> <code>{_e(row['mask'])}</code>: this image already holds "
+            "labelled tiles. Edit that file inside this box only, not the prediction; the tiles "
+            "labelled before must stay as they are (axal checks them next round and warns, "
+            "naming any that changed)"
+        )
     figure_link = f' · <a href="{_e(figure)}">prediction and uncertainty</a>' if figure else ""
     n_fibers = row.get("predicted_fibers")
     fibers = "" if n_fibers is None else f" · {n_fibers} predicted fibers to check"

@@ -371,3 +371,32 @@ def test_the_page_says_how_the_strategy_picked():
     assert "order of picking" in text and "mostly diversity" in text
     record["config"]["strategy"] = {"_target_": "axal.acquisition.Bald"}
     assert "4 highest-scoring of the 13" in how_picked(record)
+
+
+def test_labelled_tiles_saved_over_are_named_on_the_next_round(tmp_path, caplog):
+    """A tile labelled in round 0 whose mask then changes (saved over with model output) is
+    warned about, by name, and recorded; the page says which file to edit for such images."""
+    root = tmp_path / "lab"
+    synthetic_folder(root, n=3, labelled=1)
+    overrides = (
+        "al.unit=tile",
+        "al.tile_size=24",
+        "al.initial=1",
+        "dataset.pixel_size=0.2",
+        "dataset.patch_size=32",
+        "dataset.infer_size=64",
+        "trainer.steps=2",
+        "k=1",
+    )
+    r0 = annotate(annotate_cfg(root, *overrides))["rounds"][0]
+    assert set(r0["tile_masks"]) == set(r0["labelled"])
+    mask_path = root / "syn-000" / "mask.png"
+    mask = np.asarray(Image.open(mask_path)).copy()
+    mask[:48, :48] = 0  # the top-left tile (24 px at the model's scale) replaced
+    Image.fromarray(mask).save(mask_path)
+    with caplog.at_level("WARNING", logger="axal"):
+        r1 = annotate(annotate_cfg(root, *overrides))["rounds"][1]
+    assert r1["changed_tiles"] == ["syn-000@0,0,24,24"]
+    assert "labelled tiles changed since round 0: syn-000@0,0,24,24" in caplog.text
+    if any(s["image"] == "syn-000" for s in r1["suggestions"]):
+        assert "your own mask" in (root / "axal" / "annotate.html").read_text()

@@ -217,7 +217,7 @@ def test_load_folder(tmp_path):
     _case(tmp_path, "c")
     (tmp_path / "empty_dir").mkdir()  # no image, no mask: ignored
     (tmp_path / "a" / "pixel_size_in_micrometer.txt").write_text("0.02\n")
-    (tmp_path / "subjects.tsv").write_text("case\tsubject\na\tmouse1\nb\tmouse1\n")
+    (tmp_path / "subjects.tsv").write_text("case\tsubject\na\tmouse1\nb\tmouse1\nc\tc\n")
     samples = load_folder(tmp_path)
     assert [s.id for s in samples] == ["a", "b", "c"]
     assert [s.subject for s in samples] == ["mouse1", "mouse1", "c"]
@@ -294,3 +294,17 @@ def test_load_dataset_synthetic_and_bad_names():
         load_dataset("mri")
     with pytest.raises(DataError, match="dataset.name"):
         locate_dataset("synthetic")
+
+
+def test_a_subject_table_that_could_leak_the_split_is_refused_naming_it(tmp_path):
+    """A subjects.tsv missing a case (it would be split as its own subject) or listing a case
+    whose image is absent is an error naming the file and the cases."""
+    _case(tmp_path, "a")
+    _case(tmp_path, "b")
+    tsv = tmp_path / "subjects.tsv"
+    tsv.write_text("case\tsubject\na\tmouse1\n")
+    with pytest.raises(DataError, match=r"subjects.tsv names no subject for 1 cases \(b\)"):
+        load_folder(tmp_path)
+    tsv.write_text("case\tsubject\na\tmouse1\nb\tmouse1\ngone\tmouse2\n")
+    with pytest.raises(DataError, match="subjects.tsv lists cases with no image: gone"):
+        load_folder(tmp_path)

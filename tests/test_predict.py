@@ -171,6 +171,7 @@ def test_predict_shows_progress_per_image_and_per_sample(sim_ckpt, tmp_path):
             f"ckpt={sim_ckpt}",
             f"input={tmp_path}",
             "mc_samples=3",
+            "pixel_size=0.1",
         ],
         capture_output=True,
         text=True,

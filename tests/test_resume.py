@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -101,3 +102,20 @@ def test_resume_refuses_a_folder_without_results(cfg_factory, tmp_path):
     with pytest.raises(ConfigError, match="not readable"):
         run(cfg_factory(f"resume={tmp_path / 'bad'}"), tmp_path / "bad")
     assert (tmp_path / "bad" / "results.json").read_text() == "{not json"
+
+
+def test_a_failed_checkpoint_write_leaves_the_good_one_in_place(tmp_path):
+    """A write that fails midway (a full disk) never replaces a good checkpoint."""
+    from axal.checkpoint import save_checkpoint
+
+    class FullDisk:
+        def save_checkpoint(self, path):
+            Path(path).write_bytes(b"trunc")
+            raise OSError(28, "No space left on device")
+
+    good = tmp_path / "round-0.ckpt"
+    good.write_bytes(b"good checkpoint")
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint(FullDisk(), good)
+    assert good.read_bytes() == b"good checkpoint"
+    assert [p.name for p in tmp_path.iterdir()] == ["round-0.ckpt"]

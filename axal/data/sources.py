@@ -401,9 +401,19 @@ def load_folder(
     if not samples:
         raise DataError(f"no cases found in {root} (expected <case>/image.png and <case>/mask.png)")
     reading.finish()
+    # a partial or stale table would silently change the subject-wise split
     unknown = sorted(set(subjects) - {s.id for s in samples})
     if unknown:
-        log.warning("%s lists cases with no folder: %s", tsv, ", ".join(unknown))
+        raise DataError(
+            f"{tsv} lists cases with no image: {', '.join(unknown)} (expected "
+            f"{root}/<case>/image.png): add their images or remove their rows"
+        )
+    missing = sorted(s.id for s in samples if s.id not in subjects)
+    if subjects and missing:
+        raise DataError(
+            f"{tsv} names no subject for {len(missing)} cases ({', '.join(missing[:5])}): "
+            "a case left out would be split as its own subject; add a row for each"
+        )
     return samples
 
 
