@@ -43,6 +43,7 @@ from axal.checkpoint import load_weights, save_checkpoint
 from axal.data import check_foreground, load_dataset, split_by_subject
 from axal.errors import ConfigError
 from axal.first_round import data_digest, entry_dir, restore_with, shared_fit
+from axal.mean_teacher import make_semi
 from axal.morphometrics import CostModel
 from axal.networks import PLACEMENTS
 from axal.pools import TASKS, UNITS, ActiveDataModule, Unit, unit_splits
@@ -170,6 +171,10 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(
             f"model.dropout_placement={placement!r} is not one of {', '.join(PLACEMENTS)}"
         )
+    try:
+        make_semi(cfg)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
     if cfg.dataset.patch_size % 32 or cfg.dataset.patch_size < 32:
         raise ConfigError(
             f"dataset.patch_size={cfg.dataset.patch_size} must be a positive multiple of 32"

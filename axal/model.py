@@ -130,6 +130,15 @@ class SegModel(L.LightningModule):
         self.test_metrics: dict[str, Any] = {}
         # what predictions need besides the weights (axal.checkpoint.describe); saved with them
         self.meta: dict[str, Any] | None = None
+        # semi-supervised training (axal.mean_teacher), set by axal.training.fit_round; a plain
+        # attribute, so neither the teacher nor its settings enter the checkpoint
+        self.semi: Any = None
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        trainer = self._trainer
+        if self.semi is None or (trainer is not None and self.semi in trainer.callbacks):
+            return []
+        return [self.semi]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.meta is not None:
@@ -141,14 +150,26 @@ class SegModel(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor] | dict, batch_idx: int):
+        """The supervised loss; plus the consistency term when the batch is a dict of a
+        ``labelled`` and an ``unlabelled`` batch (trainer.semi). ``train_loss`` and the loss
+        history (the collapse check) stay the supervised term."""
+        unlabelled = None
+        if isinstance(batch, dict):
+            batch, unlabelled = batch["labelled"], batch["unlabelled"]
         x, y = batch
         loss = self.loss_fn(self(x), y)
         self._losses.append(loss.detach())  # no per-step device sync; read once at the end
         self.log(
             "train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=x.shape[0]
         )
-        return loss
+        if unlabelled is None or self.semi is None:
+            return loss
+        consistency = self.semi.loss(self, unlabelled)
+        self.log(
+            "train_consistency", consistency, on_step=False, on_epoch=True, batch_size=x.shape[0]
+        )
+        return loss + consistency
 
     def on_train_start(self) -> None:
         self._losses = []

@@ -21,10 +21,17 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset
 
 from axal.data import Sample
-from axal.data.augment import sample_patch, train_transform, window_size
+from axal.data.augment import (
+    sample_patch,
+    strong_transform,
+    strong_view,
+    train_transform,
+    window_size,
+)
 
 TASKS = {"myelin": 2, "axonmyelin": 3}
 UNITS = ("image", "tile")
@@ -154,13 +161,14 @@ class PatchDataset(Dataset):
         patch_size: int,
         length: int,
         augment: bool = True,
+        seed: int | None = None,
     ) -> None:
         if not regions:
             raise ValueError("no labelled unit to draw training patches from")
         self.regions, self.length, self.patch_size = regions, length, patch_size
         self.window = window_size(patch_size, augment)
-        # drawn from torch's RNG, which the loop seeds each round
-        self.seed = int(torch.randint(2**31 - 1, (1,)).item())
+        # by default drawn from torch's RNG, which the loop seeds each round
+        self.seed = int(torch.randint(2**31 - 1, (1,)).item()) if seed is None else int(seed)
         self.transform = train_transform(patch_size, augment, seed=self.seed)
 
     def __len__(self) -> int:
@@ -190,6 +198,38 @@ class PatchDataset(Dataset):
             self.transform, image, mask, self._centre(unit, rng), self.window
         )
         return torch.from_numpy(patch)[None], torch.from_numpy(target)
+
+
+class UnlabelledPatchDataset(PatchDataset):
+    """Patches centred in unlabelled units, in two views, for semi-supervised training.
+
+    ``regions`` are (image, unlabelled map, unit) triples: the map is 1 where no labelled unit
+    covers the pixel. Item ``i`` is a dict: ``weak`` (the labelled stream's augmentation, for
+    the teacher), ``strong`` (the weak patch after strong intensity changes, for the student:
+    the same pixels) and ``unlabelled`` (bool: the pixels the consistency loss may use).
+    """
+
+    def __init__(
+        self,
+        regions: list[tuple[np.ndarray, np.ndarray, Unit]],
+        patch_size: int,
+        length: int,
+        augment: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(regions, patch_size, length, augment, seed=seed)
+        self.strong = strong_transform(seed=seed)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        weak, unlabelled = super().__getitem__(index)
+        rng = np.random.default_rng([self.seed, index, 1])
+        self.strong.set_random_seed(int(rng.integers(2**31 - 1)))
+        strong = strong_view(self.strong, weak[0].numpy())
+        return {
+            "weak": weak,
+            "strong": torch.from_numpy(strong)[None],
+            "unlabelled": unlabelled > 0,
+        }
 
 
 class WholeImageDataset(Dataset):
@@ -242,6 +282,8 @@ class ActiveDataModule(L.LightningDataModule):
         self.task, self.patch_size = task, patch_size
         self.steps, self.batch_size = steps, batch_size
         self.num_workers, self.augment = num_workers, augment
+        # > 0: each training batch also holds this many unlabelled patches (trainer.semi)
+        self.unlabelled_batch_size = 0
         samples = list(samples)
         self.samples = {s.id: s for s in samples}
         self.images = {s.id: s.image.astype(np.float32) for s in samples}
@@ -348,6 +390,16 @@ class ActiveDataModule(L.LightningDataModule):
             out[unit.image][unit.slices] = self.masks[unit.image][unit.slices]
         return out
 
+    def unlabelled_maps(self) -> dict[str, np.ndarray]:
+        """Per image holding a pool unit, 1 where no labelled unit covers the pixel: the pool's
+        images, and the unlabelled rest of tile-labelled ones."""
+        out = {i: np.ones(self.shapes[i], dtype=np.uint8) for i in self.pool_units()}
+        for unit_id in self.labelled:
+            unit = self.units[unit_id]
+            if unit.image in out:
+                out[unit.image][unit.slices] = 0
+        return out
+
     # ------------------------------------------------------------------ loaders
 
     def train_dataloader(self) -> DataLoader:
@@ -359,11 +411,33 @@ class ActiveDataModule(L.LightningDataModule):
             for u in (self.units[i] for i in self.labelled)
         ]
         ds = PatchDataset(regions, self.patch_size, self.steps * self.batch_size, self.augment)
-        return DataLoader(
+        loader = DataLoader(
             ds,
             batch_size=self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+        )
+        if not self.unlabelled_batch_size or not self.unlabelled:
+            return loader
+        return CombinedLoader(
+            {"labelled": loader, "unlabelled": self._unlabelled_loader(ds.seed)}, mode="min_size"
+        )
+
+    def _unlabelled_loader(self, labelled_seed: int) -> DataLoader:
+        """``steps`` batches of unlabelled patches, centred uniformly over the pool's units.
+
+        Its seed derives from the labelled stream's without drawing from torch's RNG, so the
+        labelled batches are those of supervised training.
+        """
+        maps = self.unlabelled_maps()
+        regions = [
+            (self.images[u.image], maps[u.image], u) for u in map(self.units.get, self.unlabelled)
+        ]
+        seed = int(np.random.default_rng([labelled_seed, 2]).integers(2**31 - 1))
+        n = self.unlabelled_batch_size
+        ds = UnlabelledPatchDataset(regions, self.patch_size, self.steps * n, self.augment, seed)
+        return DataLoader(
+            ds, batch_size=n, num_workers=self.num_workers, persistent_workers=self.num_workers > 0
         )
 
     def _whole(self, ids: list[str]) -> DataLoader:

@@ -24,6 +24,7 @@ import torch
 from omegaconf import DictConfig
 
 from axal.mc_dropout import eval_mode
+from axal.mean_teacher import make_semi
 from axal.pools import IGNORE, ActiveDataModule
 
 log = logging.getLogger("axal")
@@ -56,6 +57,7 @@ class RoundFit:
     collapsed: bool = False  # the kept model still failed the check (restarts exhausted)
     seconds: float = 0.0
     train_loss: float | None = None  # the last logged training loss
+    semi: dict[str, Any] | None = None  # what semi-supervised training did (trainer.semi)
 
 
 def attempt_seed(round_seed: int, attempt: int) -> int:
@@ -146,11 +148,14 @@ def fit_round(
     rule = CollapseRule.from_config(cfg.trainer.get("collapse"))
     max_restarts = int(cfg.trainer.get("max_restarts", 2))
     dm.steps = steps
+    semi = make_semi(cfg) if dm.unlabelled else None  # None: supervised only
+    dm.unlabelled_batch_size = (semi.batch_size or dm.batch_size) if semi else 0
     collapses: list[str] = []
     start = time.perf_counter()
     for attempt in range(max_restarts + 1):
         L.seed_everything(attempt_seed(round_seed, attempt), workers=True, verbose=False)
         model = make_model()
+        model.semi = semi
         trainer = make_trainer(cfg, steps, list(callbacks or []), has_val=bool(dm.val))
         trainer.fit(model, datamodule=dm)
         predicted, labelled = class_fractions(model, dm)
@@ -171,6 +176,7 @@ def fit_round(
         collapsed=reason is not None,
         seconds=time.perf_counter() - start,
         train_loss=_float(trainer.callback_metrics.get("train_loss")),
+        semi=semi.summary() if semi else None,
     )
 
 
@@ -180,9 +186,12 @@ def _float(value: Any) -> float | None:
 
 def describe(fit: RoundFit) -> dict[str, Any]:
     """The round record's training fields."""
-    return {
+    out = {
         "steps": fit.steps,
         "restarts": fit.restarts,
         "collapses": fit.collapses,
         "collapsed": fit.collapsed,
     }
+    if fit.semi is not None:
+        out["semi"] = fit.semi
+    return out

@@ -55,6 +55,26 @@ def train_transform(patch_size: int, augment: bool = True, seed: int | None = No
     return A.Compose([*geometric, A.CenterCrop(patch_size, patch_size), *photometric], seed=seed)
 
 
+def strong_transform(seed: int | None = None) -> A.Compose:
+    """The student's strong view of a teacher's (weak) patch: intensity, contrast, gamma, noise
+    and blur only. Nothing geometric, so pixel (i, j) of both views is the same tissue and the
+    teacher's prediction there is a target for the student's (axal.mean_teacher)."""
+    return A.Compose(
+        [
+            A.RandomBrightnessContrast(0.4, 0.4, p=0.8),
+            A.RandomGamma((70, 150), p=0.5),
+            A.GaussNoise(std_range=(0.02, 0.08), p=0.5),
+            A.GaussianBlur(blur_limit=(3, 5), sigma_limit=(0.1, 1.5), p=0.5),
+        ],
+        seed=seed,
+    )
+
+
+def strong_view(transform: A.Compose, patch: np.ndarray) -> np.ndarray:
+    """The strong view of an (H, W) float patch in [0, 1], same shape and range."""
+    return np.clip(transform(image=patch)["image"], 0.0, 1.0).astype(np.float32)
+
+
 def _mirrored(start: int, size: int, n: int) -> np.ndarray:
     """Indices start..start+size-1 mirrored into [0, n) (OpenCV's BORDER_REFLECT_101)."""
     idx = np.arange(start, start + size)
