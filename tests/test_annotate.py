@@ -167,6 +167,28 @@ def test_tile_suggestions_count_only_their_boxes(tmp_path):
     check_predictions(out, picks[1]["image"], "image", (96, 96))
 
 
+def test_an_annotate_round_with_mean_teacher_learns_from_the_unlabelled_images(tmp_path):
+    """trainer/semi=mean_teacher: the lab's images without masks are the unlabelled patches
+    (its pool); the round keeps its steps and records what the teacher did."""
+    root = tmp_path / "lab"
+    synthetic_folder(root, n=3, labelled=1, size=64)
+    overrides = (
+        "al.unit=tile",
+        "al.tile_size=32",
+        "al.initial=1",
+        "dataset.patch_size=32",
+        "dataset.infer_size=64",
+        "dataset.batch_size=2",
+        "trainer.steps=3",
+        "trainer/semi=mean_teacher",
+    )
+    r0 = annotate(annotate_cfg(root, *overrides))["rounds"][0]
+    assert r0["steps"] == 3 and r0["train_seconds"] > 0
+    assert r0["semi"]["method"] == "mean_teacher" and r0["semi"]["unlabelled_batches"] == 3
+    assert r0["config"]["trainer"]["semi"]["name"] == "mean_teacher"
+    assert len(r0["suggestions"]) == 2
+
+
 def test_labelled_units_follow_masks_and_suggestions():
     units = {"a": ["a@0", "a@1"], "b": ["b@0", "b@1"], "c": ["c@0", "c@1"]}
     # a: labelled whole before; b: suggested b@1, now masked; c: masked, never suggested
