@@ -143,6 +143,13 @@ def strategy_label(cfg: DictConfig) -> str:
     return str(cfg.strategy.get("name") or cfg.strategy._target_.rsplit(".", 1)[-1].lower())
 
 
+def run_label(cfg: DictConfig) -> str:
+    """The default display label: the strategy's name, ``+mean_teacher`` with trainer.semi."""
+    semi = cfg.trainer.get("semi")
+    name = semi.get("name", "none") if OmegaConf.is_dict(semi) else "none"
+    return strategy_label(cfg) + ("" if name == "none" else f"+{name}")
+
+
 def check_config(cfg: DictConfig) -> None:
     """Fail early, naming the setting, before anything is computed."""
     if cfg.task not in TASKS:
@@ -187,7 +194,7 @@ def _new_results(cfg: DictConfig, splits: dict[str, list[str]]) -> dict[str, Any
         "task": str(cfg.task),
         "strategy": strategy_label(cfg),
         "seed": int(cfg.seed),
-        "label": str(cfg.get("label") or strategy_label(cfg)),
+        "label": str(cfg.get("label") or run_label(cfg)),
         "unit": str(cfg.al.get("unit", "image")),
         "tile_size": cfg.al.get("tile_size") if cfg.al.get("unit", "image") == "tile" else None,
         "fold": int(cfg.seed) if cfg.dataset.get("folds", True) else None,
@@ -316,7 +323,7 @@ def _run_locked(cfg: DictConfig, run_dir: Path, strategy: Strategy, resume: bool
         write_config(run_dir, config_yaml, "restart")
     atomic_write_json(run_dir / RESULTS, results)
 
-    label = strategy_label(cfg)
+    label = run_label(cfg)
     logger = make_logger(
         OmegaConf.to_container(cfg.logger, resolve=True) if cfg.get("logger") else None,
         run_dir,

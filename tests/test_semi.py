@@ -5,6 +5,7 @@ supervised training it always was."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -231,3 +232,18 @@ def test_bad_semi_settings_are_refused_naming_them(cfg_factory):
         loop.check_config(cfg_factory("trainer/semi=mean_teacher", "trainer.semi.threshold=2"))
     with pytest.raises(ConfigError, match="consistency"):
         loop.check_config(cfg_factory("trainer/semi=mean_teacher", "trainer.semi.consistency=l1"))
+
+
+def test_a_sweep_over_trainer_semi_names_its_jobs_and_labels_them(tmp_path):
+    from axal.sweep import expand
+
+    cfg = compose_cfg([*FAST, f"sweep.dir={tmp_path}"])
+    OmegaConf.set_struct(cfg, False)
+    cfg.sweep.grid = {"trainer/semi": ["none", "mean_teacher"], "seed": [0]}  # as in YAML
+    jobs = expand(cfg, [])
+    assert [j.run_dir.relative_to(tmp_path) for j in jobs] == [
+        Path("semi=none/seed0"),
+        Path("semi=mean_teacher/seed0"),
+    ]
+    labels = [loop.run_label(compose_cfg([*FAST, *j.overrides[-2:]])) for j in jobs]
+    assert labels == ["random", "random+mean_teacher"]
