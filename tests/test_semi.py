@@ -247,3 +247,25 @@ def test_a_sweep_over_trainer_semi_names_its_jobs_and_labels_them(tmp_path):
     ]
     labels = [loop.run_label(compose_cfg([*FAST, *j.overrides[-2:]])) for j in jobs]
     assert labels == ["random", "random+mean_teacher"]
+
+
+def test_the_teacher_follows_the_student_and_keep_teacher_keeps_it():
+    cfg = compose_cfg(FAST)
+    student = loop.build_model(cfg, 2)
+    semi = MeanTeacher(ema_decay=0.9, keep="teacher")
+    semi.reset(student.net)
+    start = {k: v.clone() for k, v in semi.teacher.state_dict().items()}
+    with torch.no_grad():
+        for p in student.net.parameters():
+            p.add_(1.0)
+    for _ in range(3):
+        semi.update(student.net)
+    # decays 0.5, 0.667, 0.75 (warming up to 0.9): the weights moved 1 - 0.5 * 0.667 * 0.75
+    for name, p in semi.teacher.named_parameters():
+        assert torch.allclose(p - start[name], torch.full_like(p, 0.75), atol=1e-5), name
+    for (name, b), s in zip(semi.teacher.named_buffers(), student.net.buffers()):
+        assert torch.equal(b, s), name  # BatchNorm statistics: copied, not averaged
+    teacher = {k: v.clone() for k, v in semi.teacher.state_dict().items()}
+    semi.on_train_end(None, student)
+    assert all(torch.equal(student.net.state_dict()[k], v) for k, v in teacher.items())
+    assert semi.teacher is None  # its memory is freed after the round
