@@ -1,0 +1,227 @@
+"""First picks and baselines: TypiClust, subject stratification, foreground-aware random and a
+schedule that switches strategies at a given round."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import chisquare
+
+from axal.acquisition import (
+    BALD,
+    Random,
+    RandomForeground,
+    Schedule,
+    TypiClust,
+    acquire,
+    kmeans,
+    select_units,
+)
+from axal.callbacks import AcquisitionCallback
+from axal.data.splits import split_by_subject
+from axal.data.synthetic import make_synthetic
+from axal.loop import build_model
+from axal.mc_dropout import PixelStats
+from axal.networks import PaperUNet
+from axal.pools import ActiveDataModule
+
+
+def blobs(sizes: list[int], dim: int = 6, seed: int = 0) -> tuple[dict, dict, set]:
+    """Well-separated blobs, each a dense core (ids ending in 'c') in a loose halo:
+    (features by id, blob by id, core ids)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(len(sizes), dim)) * 30.0
+    features, blob, core = {}, {}, set()
+    for b, n in enumerate(sizes):
+        for j in range(n):
+            dense = j < n // 3
+            uid = f"b{b}-{j:02d}" + ("c" if dense else "")
+            features[uid] = centres[b] + rng.normal(size=dim) * (0.1 if dense else 2.0)
+            blob[uid] = b
+            if dense:
+                core.add(uid)
+    return features, blob, core
+
+
+def test_typiclust_picks_every_cluster_once_before_any_twice_without_labels() -> None:
+    sizes = [30, 24, 18, 12, 9]
+    features, blob, core = blobs(sizes)
+    scores = {u: 0.0 for u in features}  # typiclust reads no score and no mask: none is given
+    picks = TypiClust(min_cluster_size=1).select(
+        scores, len(sizes), np.random.default_rng(0), features=features
+    )
+    assert sorted(blob[u] for u in picks) == list(range(len(sizes)))
+    assert [blob[u] for u in picks] == list(range(len(sizes)))  # largest cluster first
+    assert set(picks) <= core  # the most typical unit: from the blob's dense core
+    # two more picks than clusters: every blob once, none more than twice
+    more = TypiClust(min_cluster_size=1).select(
+        scores, len(sizes) + 2, np.random.default_rng(1), features=features
+    )
+    counts = Counter(blob[u] for u in more)
+    assert set(counts) == set(range(len(sizes))) and max(counts.values()) <= 2
+
+
+def test_typiclust_fills_the_cluster_without_a_labelled_unit_first() -> None:
+    features, blob, _ = blobs([20, 20, 20, 20])
+    labelled = np.stack([features[f"b{b}-19"] for b in range(3)])  # blobs 0-2 are covered
+    pool = {u: 0.0 for u in features if not u.endswith("-19") or u.startswith("b3")}
+    for seed in range(3):
+        pick = TypiClust().select(
+            pool, 1, np.random.default_rng(seed), features=features, labelled_features=labelled
+        )
+        assert blob[pick[0]] == 3
+
+
+def test_kmeans_separates_blobs_and_uses_every_cluster() -> None:
+    features, blob, _ = blobs([10, 10, 10])
+    ids = sorted(features)
+    labels = kmeans(np.stack([features[u] for u in ids]), 3, np.random.default_rng(0))
+    groups = {frozenset(u for u, c in zip(ids, labels) if c == k) for k in range(3)}
+    assert groups == {frozenset(u for u in ids if blob[u] == b) for b in range(3)}
+    assert len(set(kmeans(np.zeros((4, 2)), 3, np.random.default_rng(0)))) == 3
+
+
+class _Unreadable:
+    """A mask that raises when anything reads it."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"a mask was read ({name})")
+
+    def __array__(self, *a, **k):
+        raise AssertionError("a mask was read (as an array)")
+
+    def __getitem__(self, key):
+        raise AssertionError("a mask was read (indexed)")
+
+
+class _NoMasks(dict):
+    def __getitem__(self, key):
+        raise AssertionError(f"the mask of {key!r} was read")
+
+    get = __getitem__
+
+
+def test_typiclust_through_the_callback_never_reads_a_mask(cfg_factory) -> None:
+    samples = make_synthetic(n_images=10, size=64, n_subjects=5, seed=0)
+    splits = split_by_subject(samples, n_test=1, n_val=0, n_initial=2, seed=0)
+    torch.manual_seed(0)
+    model = build_model(cfg_factory("strategy=typiclust", "dataset.infer_size=64"), 2)
+
+    def picks(poison: bool) -> list[str]:
+        dm = ActiveDataModule(samples, splits, patch_size=32, steps=1)
+        if poison:
+            dm.masks = _NoMasks(dm.masks)
+            dm.samples = {i: replace(s, mask=_Unreadable()) for i, s in dm.samples.items()}
+        callback = AcquisitionCallback(
+            TypiClust(), per_round=3, mc_samples=2, seed=0, round_index=0, reveal=False
+        )
+        callback.progress = False
+        return callback.score_and_pick(dm, model)
+
+    clean = picks(poison=False)
+    assert len(set(clean)) == 3 and set(clean) <= set(splits["pool"])
+    assert picks(poison=True) == clean
+
+
+def test_stratify_subject_spreads_a_batch_over_subjects() -> None:
+    scores = {f"a{j}": 10.0 + j for j in range(6)} | {f"b{j}": 1.0 + j for j in range(3)}
+    scores |= {"c0": 0.5}
+    subjects = {u: u[0] for u in scores}
+    rng = np.random.default_rng(0)
+    plain = select_units(BALD(), scores, 4, rng, subjects=subjects)
+    assert {subjects[u] for u in plain} == {"a"}  # top-4 are all of subject a
+    spread = select_units(BALD(stratify="subject"), scores, 4, rng, subjects=subjects)
+    # round-robin in score order: a, b, c, then a again; each subject's best first
+    assert spread == ["a5", "b2", "c0", "a4"]
+    # a subject with too few units gives its turn to the others
+    many = select_units(BALD(stratify="subject"), scores, 8, rng, subjects=subjects)
+    assert Counter(subjects[u] for u in many) == {"a": 4, "b": 3, "c": 1}
+    # random: every batch of 3 holds each subject once, whatever the seed
+    for seed in range(20):
+        got = select_units(
+            Random(stratify="subject"), scores, 3, np.random.default_rng(seed), subjects=subjects
+        )
+        assert sorted(subjects[u] for u in got) == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="stratify=subject needs the subject"):
+        select_units(Random(stratify="subject"), scores, 3, rng)
+    with pytest.raises(ValueError, match="strategy.stratify='image'"):
+        Random(stratify="image")
+
+
+def test_stratify_subject_through_acquire_uses_each_images_subject() -> None:
+    images = {f"s{s}-{j}": np.zeros((8, 8), np.float32) for s in range(4) for j in range(5)}
+    subjects = {i: i.split("-")[0] for i in images}
+    for seed in range(5):
+        picks, _ = acquire(
+            Random(stratify="subject"), None, images, 4, mc_samples=2, seed=seed, subjects=subjects
+        )
+        assert sorted(subjects[i] for i in picks) == ["s0", "s1", "s2", "s3"]
+
+
+def fg_stats(share: float, size: int = 10) -> PixelStats:
+    """Stats whose mean prediction calls the first ``share`` of the rows foreground (p=0.9)."""
+    p1 = torch.full((size, size), 0.1)
+    p1[: int(round(share * size))] = 0.9
+    mean = torch.stack([1 - p1, p1])
+    zero = torch.zeros(size, size)
+    return PixelStats(mean, torch.zeros_like(mean), zero, zero, np.zeros(2, np.float32), 2)
+
+
+def test_random_foreground_prefers_foreground_rich_units() -> None:
+    strategy = RandomForeground(floor=0.0)
+    shares = {"u0": 0.0, "u1": 0.2, "u2": 0.5, "u3": 0.8}
+    scores = {u: strategy.score(fg_stats(s)) for u, s in shares.items()}
+    assert scores["u0"] == pytest.approx(0.1) and scores["u3"] == pytest.approx(0.74)
+    rng = np.random.default_rng(0)
+    n = 4000
+    counts = Counter(strategy.select(scores, 1, rng)[0] for _ in range(n))
+    ids = sorted(scores)
+    expected = np.array([scores[u] for u in ids]) / sum(scores.values()) * n
+    assert chisquare([counts[u] for u in ids], expected).pvalue > 1e-3
+    assert counts["u3"] > counts["u2"] > counts["u1"] > counts["u0"]
+    # beta=0 is uniform random
+    flat = Counter(RandomForeground(beta=0.0).select(scores, 1, rng)[0] for _ in range(n))
+    assert chisquare([flat[u] for u in ids]).pvalue > 1e-3
+
+
+def _tiny_net() -> PaperUNet:
+    torch.manual_seed(0)
+    return PaperUNet(filters=(4, 8), dropout_placement="decoder", dropout_rate=0.5)
+
+
+def test_schedule_switches_from_typical_to_uncertain_picks_at_the_given_round() -> None:
+    rng = np.random.default_rng(0)
+    images = {f"im{i}": rng.random((32, 32)).astype(np.float32) for i in range(6)}
+    schedule = Schedule(first=TypiClust(min_cluster_size=1), then=BALD(), switch_after=2)
+    assert schedule.needs_mc and schedule.needs_features
+    assert isinstance(schedule.for_round(1), TypiClust) and isinstance(schedule.for_round(2), BALD)
+    net = _tiny_net()
+    runs = {}
+    for r in (0, 1, 2, 3):
+        seen: list[str] = []
+        picks, scores = acquire(
+            schedule,
+            net,
+            images,
+            2,
+            mc_samples=3,
+            seed=1,
+            patch=32,
+            overlap=8,
+            round_index=r,
+            on_image=lambda i, st, m, seen=seen: seen.append(i),
+        )
+        runs[r] = (picks, scores, seen)
+    for r in (0, 1):  # typical picks: no MC pass, no scores
+        assert runs[r][1] == {} and runs[r][2] == []
+    for r in (2, 3):  # BALD: every image scored, the top two picked
+        picks, scores, seen = runs[r]
+        assert seen == sorted(images) and picks == sorted(scores, key=lambda i: -scores[i])[:2]
+    typical, _ = acquire(
+        TypiClust(min_cluster_size=1), net, images, 2, mc_samples=3, seed=1, patch=32, overlap=8
+    )
+    assert runs[0][0] == typical
