@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,7 +25,7 @@ from axal.acquisition import (
 from axal.callbacks import AcquisitionCallback
 from axal.data.splits import split_by_subject
 from axal.data.synthetic import make_synthetic
-from axal.loop import build_model
+from axal.loop import build_model, build_strategy, run
 from axal.mc_dropout import PixelStats
 from axal.networks import PaperUNet
 from axal.pools import ActiveDataModule
@@ -225,3 +226,94 @@ def test_schedule_switches_from_typical_to_uncertain_picks_at_the_given_round() 
         TypiClust(min_cluster_size=1), net, images, 2, mc_samples=3, seed=1, patch=32, overlap=8
     )
     assert runs[0][0] == typical
+
+
+STRATEGIES = sorted(
+    p.stem for p in (Path(__file__).resolve().parents[1] / "conf/strategy").glob("*.yaml")
+)
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_every_strategy_takes_stratify_subject(cfg_factory, name) -> None:
+    strategy = build_strategy(cfg_factory(f"strategy={name}", "strategy.stratify=subject"))
+    assert strategy.stratify == "subject"
+
+
+SMALL = ("al.per_round=2", "dataset.n_images=8", "dataset.n_subjects=4", "dataset.test_subjects=1")
+
+
+def test_schedule_run_picks_typically_then_by_bald(cfg_factory, tmp_path) -> None:
+    saved = run(
+        cfg_factory(
+            "strategy=typiclust_then_bald_power", "strategy.switch_after=1", "al.rounds=3", *SMALL
+        ),
+        tmp_path,
+    )
+    r0, r1, r2 = saved["rounds"]
+    pool_at_r1 = set(saved["splits"]["initial"] + saved["splits"]["pool"]) - set(r1["labelled"])
+    assert r0["scores"] == {}  # typiclust: no MC pass, nothing scored
+    assert set(r1["scores"]) == pool_at_r1  # PowerBALD: every pool unit scored
+    for r in (r0, r1):
+        assert len(set(r["selected"])) == 2 and not set(r["selected"]) & set(r["labelled"])
+    assert r2["labelled"] == r1["labelled"] + r1["selected"]
+
+
+@pytest.mark.parametrize("name", ["typiclust", "random_foreground"])
+def test_new_strategies_run_with_stratified_batches(cfg_factory, tmp_path, name) -> None:
+    cfg = cfg_factory(f"strategy={name}", "strategy.stratify=subject", *SMALL)
+    saved = run(cfg, tmp_path)
+    r0 = saved["rounds"][0]
+    subjects = {s.id: s.subject for s in make_synthetic(n_images=8, size=128, n_subjects=4)}
+    pool_subjects = {subjects[i] for i in saved["splits"]["pool"]}
+    assert len(r0["selected"]) == 2 and set(r0["selected"]) <= set(saved["splits"]["pool"])
+    assert len({subjects[i] for i in r0["selected"]}) == min(2, len(pool_subjects))
+    assert (r0["scores"] == {}) == (name == "typiclust")
+
+
+def test_the_annotate_page_says_how_the_new_strategies_picked() -> None:
+    from axal.suggestions import how_picked
+
+    typiclust = {"_target_": "axal.acquisition.TypiClust", "stratify": "subject"}
+    record = {"config": {"strategy": typiclust}, "suggestions": [{}] * 3, "scores": {}, "round": 0}
+    text = how_picked(record)
+    assert "3 largest groups" in text and "no label" in text and "turns between subjects" in text
+    schedule = {
+        "_target_": "axal.acquisition.Schedule",
+        "switch_after": 2,
+        "first": typiclust,
+        "then": {"_target_": "axal.acquisition.BALD"},
+    }
+    record = {"config": {"strategy": schedule}, "suggestions": [{}] * 2, "scores": {"a": 1.0}}
+    assert "largest groups" in how_picked({**record, "round": 1})
+    assert "2 highest-scoring of the 1" in how_picked({**record, "round": 2})
+
+
+def test_annotate_runs_the_schedule_typical_first_then_uncertain(tmp_path) -> None:
+    """annotate.py goes through the same round: round 0 suggests typical units (no scores),
+    and once the annotator labels one, round 1 suggests by PowerBALD (every pool unit scored)."""
+    from PIL import Image
+
+    from axal.annotate import annotate
+    from tests.test_annotate import annotate_cfg, synthetic_folder
+
+    root = tmp_path / "lab"
+    truth = synthetic_folder(root, n=6, labelled=2, size=64)
+    overrides = (
+        "strategy=typiclust_then_bald_power",
+        "strategy.switch_after=1",
+        "strategy.stratify=subject",
+        "al.initial=2",
+        "dataset.pixel_size=0.1",
+        "dataset.patch_size=32",
+        "dataset.infer_size=64",
+        "dataset.batch_size=4",
+        "trainer.steps=2",
+        "trainer.finetune_steps=1",
+    )
+    r0 = annotate(annotate_cfg(root, *overrides))["rounds"][0]
+    assert r0["scores"] == {} and len(r0["suggestions"]) == 2
+    first = r0["suggestions"][0]["image"]
+    Image.fromarray(truth[first]).save(root / first / "mask.png")
+    r1 = annotate(annotate_cfg(root, *overrides))["rounds"][1]
+    assert len(r1["scores"]) == 3 and len(r1["suggestions"]) == 2
+    assert first not in {s["image"] for s in r1["suggestions"]}
