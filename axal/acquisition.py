@@ -869,6 +869,37 @@ def acquire(
     return picks, (scores if strategy.needs_mc else {})
 
 
+def typical_units(
+    net: nn.Module,
+    images: Mapping[str, np.ndarray | torch.Tensor],
+    unit_ids: list[str],
+    k: int,
+    seed: int,
+    *,
+    patch: int = 256,
+    overlap: int = 32,
+    device: torch.device | str | None = None,
+) -> list[str]:
+    """``k`` of ``unit_ids`` by :class:`TypiClust` on ``net``'s pooled features, with nothing
+    labelled: a label-free initial set (``al.initial_pick=typical``), before any model is
+    trained, so ``net`` is the round-0 model at its initial weights."""
+    shapes = {i: _hw(im) for i, im in images.items()}
+    by_image: dict[str, list[Unit]] = {}
+    for unit_id in unit_ids:
+        unit = Unit.parse(unit_id, shapes)
+        by_image.setdefault(unit.image, []).append(unit)
+    features: dict[str, np.ndarray] = {}
+    for i in sorted(by_image):
+        regions = _regions(by_image[i])
+        f = image_features(
+            net, images[i], patch=patch, overlap=overlap, regions=regions, device=device
+        )
+        for u, row in zip(by_image[i], f if regions else f[None]):
+            features[u.id] = row
+    rng = np.random.default_rng([int(seed), 11])
+    return TypiClust().select({u: 0.0 for u in unit_ids}, k, rng, features=features)
+
+
 def _hw(image: np.ndarray | torch.Tensor) -> tuple[int, int]:
     h, w = image.shape[-2:]
     return int(h), int(w)

@@ -317,3 +317,20 @@ def test_annotate_runs_the_schedule_typical_first_then_uncertain(tmp_path) -> No
     r1 = annotate(annotate_cfg(root, *overrides))["rounds"][1]
     assert len(r1["scores"]) == 3 and len(r1["suggestions"]) == 2
     assert first not in {s["image"] for s in r1["suggestions"]}
+
+
+@pytest.mark.parametrize("unit", ["image", "tile"])
+def test_a_typical_initial_set_is_picked_without_labels(cfg_factory, unit) -> None:
+    from axal.loop import make_splits
+
+    samples = make_synthetic(n_images=10, size=64, n_subjects=5, seed=0)
+    over = ("dataset.infer_size=64", f"al.unit={unit}", "al.tile_size=32", "al.initial=3")
+    random_splits = make_splits(cfg_factory(*over), samples)
+    cfg = cfg_factory(*over, "al.initial_pick=typical")
+    typical = make_splits(cfg, samples)
+    unreadable = [replace(s, mask=_Unreadable()) for s in samples]
+    assert make_splits(cfg, unreadable) == typical  # no mask read, the same picks every time
+    assert typical["test"] == random_splits["test"] and typical["val"] == random_splits["val"]
+    assert len(typical["initial"]) == 3
+    train = random_splits["initial"] + random_splits["pool"]
+    assert sorted(typical["initial"] + typical["pool"]) == sorted(train)
