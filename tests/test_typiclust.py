@@ -14,6 +14,8 @@ from scipy.stats import chisquare
 
 from axal.acquisition import (
     BALD,
+    ClaSP,
+    Entropy,
     Random,
     RandomForeground,
     Schedule,
@@ -258,9 +260,12 @@ def test_schedule_run_picks_typically_then_by_bald(cfg_factory, tmp_path) -> Non
     assert r2["labelled"] == r1["labelled"] + r1["selected"]
 
 
-@pytest.mark.parametrize("name", ["typiclust", "random_foreground"])
-def test_new_strategies_run_with_stratified_batches(cfg_factory, tmp_path, name) -> None:
-    cfg = cfg_factory(f"strategy={name}", "strategy.stratify=subject", *SMALL)
+@pytest.mark.parametrize(
+    "name, task",
+    [("typiclust", "myelin"), ("random_foreground", "myelin"), ("clasp", "axonmyelin")],
+)
+def test_new_strategies_run_with_stratified_batches(cfg_factory, tmp_path, name, task) -> None:
+    cfg = cfg_factory(f"strategy={name}", "strategy.stratify=subject", f"task={task}", *SMALL)
     saved = run(cfg, tmp_path)
     r0 = saved["rounds"][0]
     subjects = {s.id: s.subject for s in make_synthetic(n_images=8, size=128, n_subjects=4)}
@@ -334,3 +339,36 @@ def test_a_typical_initial_set_is_picked_without_labels(cfg_factory, unit) -> No
     assert len(typical["initial"]) == 3
     train = random_splits["initial"] + random_splits["pool"]
     assert sorted(typical["initial"] + typical["pool"]) == sorted(train)
+
+
+def test_clasp_takes_turns_between_classes_and_its_noise_decays() -> None:
+    # four units uncertain on background pixels, two less so on myelin pixels
+    details = {f"bg{j}": np.array([10.0 - j, 0.1]) for j in range(4)}
+    details |= {"my0": np.array([0.1, 3.0]), "my1": np.array([0.1, 2.0])}
+    scores = {u: float(d.sum()) for u, d in details.items()}
+    clasp = ClaSP(beta=1.0, growth=2.0, beta_max=64.0)
+    assert [clasp.beta_at(r) for r in (0, 1, 3, 10)] == [1.0, 2.0, 8.0, 64.0]
+    late = clasp.select(scores, 2, np.random.default_rng(0), details=details, round_index=10)
+    assert late == ["bg0", "my0"]  # one per class, the top of each (entropy top-2: bg0, bg1)
+    # round 0 is noisy: over seeds, other units than each class's top are drawn too
+    early = Counter(
+        u
+        for seed in range(200)
+        for u in clasp.select(scores, 2, np.random.default_rng(seed), details=details)
+    )
+    assert early["my1"] > 20 and early["bg1"] > 20
+    plain = Counter(
+        u
+        for seed in range(200)
+        for u in Entropy(sampling="power").select(scores, 2, np.random.default_rng(seed))
+    )
+    myelin = ("my0", "my1")
+    assert sum(early[u] for u in myelin) > 150 > 60 > sum(plain[u] for u in myelin)
+    fg_only = ClaSP(background=False).select(
+        scores, 2, np.random.default_rng(0), details=details, round_index=10
+    )
+    assert fg_only == ["my0", "my1"]
+    # unit_details: entropy summed over the pixels predicted as each class
+    stats = fg_stats(0.3)
+    stats.entropy[:] = 1.0
+    assert list(clasp.unit_details(stats, (slice(0, 10), slice(0, 10)))) == [70.0, 30.0]
