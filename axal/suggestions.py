@@ -181,6 +181,13 @@ def _how_picked(record: dict, strategy: dict) -> str:
             f"How these were picked: {k} of the {pool} pool units at random, a unit the model "
             "predicts more foreground in being likelier to be drawn."
         )
+    if target.endswith(".ClaSP"):
+        return (
+            f"How these were picked: {k} of the {pool} pool units, taking turns between the "
+            "predicted classes; within a class a unit with more uncertain pixels of that class "
+            "is likelier to be drawn, and the draw comes closer to the most uncertain ones each "
+            "round."
+        )
     if target.endswith(".Hybrid"):
         pre = strategy.get("prefilter")
         if pre is None:
