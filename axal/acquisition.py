@@ -10,6 +10,11 @@ Every score-based strategy reduces its per-pixel map to one number per image (``
 selects by ``sampling``: ``top`` (top-k), ``power`` (p ~ score^beta, Kirsch et al. 2021,
 arXiv 2106.12059; BALD + power = PowerBALD) or ``softrank`` (p ~ rank^-beta), the stochastic ones
 drawn without replacement by the Gumbel-top-k trick.
+
+Beside the uncertainty scores: label-free typical picks (:class:`TypiClust`), foreground-aware
+random (:class:`RandomForeground`), class-stratified power entropy (:class:`ClaSP`) and a
+:class:`Schedule` that changes strategy at a given round; ``stratify=subject`` spreads any
+strategy's batch over subjects (:func:`select_units`). See docs/strategies.md.
 """
 
 from __future__ import annotations
