@@ -372,3 +372,17 @@ def test_clasp_takes_turns_between_classes_and_its_noise_decays() -> None:
     stats = fg_stats(0.3)
     stats.entropy[:] = 1.0
     assert list(clasp.unit_details(stats, (slice(0, 10), slice(0, 10)))) == [70.0, 30.0]
+
+
+def test_bad_first_pick_settings_name_the_setting(cfg_factory, tmp_path) -> None:
+    from axal.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="al.initial_pick='best' is not one of random, typical"):
+        run(cfg_factory("al.initial_pick=best"), tmp_path / "a")
+    with pytest.raises(ConfigError, match="strategy.stratify='mouse' is not one of none, subject"):
+        run(cfg_factory("strategy=typiclust", "strategy.stratify=mouse"), tmp_path / "b")
+    with pytest.raises(ConfigError, match="needs MC dropout"):
+        run(
+            cfg_factory("strategy=typiclust_then_bald_power", "model.dropout_placement=none"),
+            tmp_path / "c",
+        )
