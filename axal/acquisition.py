@@ -10,6 +10,11 @@ Every score-based strategy reduces its per-pixel map to one number per image (``
 selects by ``sampling``: ``top`` (top-k), ``power`` (p ~ score^beta, Kirsch et al. 2021,
 arXiv 2106.12059; BALD + power = PowerBALD) or ``softrank`` (p ~ rank^-beta), the stochastic ones
 drawn without replacement by the Gumbel-top-k trick.
+
+Beside the uncertainty scores: label-free typical picks (:class:`TypiClust`), foreground-aware
+random (:class:`RandomForeground`), class-stratified power entropy (:class:`ClaSP`) and a
+:class:`Schedule` that changes strategy at a given round; ``stratify=subject`` spreads any
+strategy's batch over subjects (:func:`select_units`). See docs/strategies.md.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from .pools import Unit
 
 REDUCTIONS = ("sum", "mean", "top_percentile")
 SAMPLINGS = ("top", "power", "softrank")
+STRATIFY = ("none", "subject")
 _EPS = 1e-12
 
 
@@ -159,6 +165,13 @@ def spread_picks(
     return picks + skipped[: k - len(picks)]
 
 
+def check_stratify(stratify: str | None) -> str:
+    value = "none" if stratify in (None, False) else str(stratify)
+    if value not in STRATIFY:
+        raise ValueError(f"strategy.stratify={stratify!r} is not one of {', '.join(STRATIFY)}")
+    return value
+
+
 def _check_k(k: int, n: int) -> None:
     if k < 1:
         raise ValueError(f"al.per_round={k} must be at least 1")
@@ -186,6 +199,7 @@ class Strategy:
         sampling: str = "top",
         beta: float = 1.0,
         name: str | None = None,
+        stratify: str = "none",
     ) -> None:
         if reduction not in REDUCTIONS:
             raise ValueError(f"strategy.reduction={reduction!r} is not one of {REDUCTIONS}")
@@ -195,8 +209,13 @@ class Strategy:
         self.percentile = float(percentile)
         self.sampling = sampling
         self.beta = float(beta)
+        self.stratify = check_stratify(stratify)
         if name is not None:
             self.name = name
+
+    def for_round(self, round_index: int) -> Strategy:
+        """The strategy that picks after round ``round_index`` (a :class:`Schedule` changes)."""
+        return self
 
     def pixel_map(self, stats: PixelStats) -> torch.Tensor:
         """(H, W) per-pixel informativeness; also what uncertainty figures show."""
@@ -209,6 +228,10 @@ class Strategy:
         """One score per image from the strategy's per-pixel map."""
         return reduce_map(pixel_map, self.reduction, self.percentile)
 
+    def unit_details(self, stats: PixelStats, slices: tuple[slice, slice]) -> np.ndarray | None:
+        """More than one number per unit, handed to ``select`` as ``details`` (none here)."""
+        return None
+
     def select(
         self,
         scores: Mapping[str, float],
@@ -218,6 +241,7 @@ class Strategy:
         labelled_features: np.ndarray | None = None,
         units: Mapping[str, Unit] | None = None,
         min_distance: float = 0.0,
+        **_: object,
     ) -> list[str]:
         """``k`` ids by ``sampling``; with ``min_distance``, spread over each image."""
         if min_distance <= 0:
@@ -237,8 +261,8 @@ class Random(Strategy):
     measure = "none (random picks)"
     needs_mc = False
 
-    def __init__(self, name: str | None = None, **_: object) -> None:
-        super().__init__(name=name)
+    def __init__(self, name: str | None = None, stratify: str = "none", **_: object) -> None:
+        super().__init__(name=name, stratify=stratify)
 
     def pixel_map(self, stats: PixelStats) -> torch.Tensor:
         return torch.zeros_like(stats.entropy)
@@ -448,6 +472,360 @@ class Hybrid(Strategy):
         return [cand[j] for j in k_center_greedy(x, k, labelled_features, first=0)]
 
 
+class RandomForeground(Strategy):
+    """Foreground-aware random: draws ``k`` units with p ~ (predicted foreground share)^beta.
+
+    A uniform draw of tiles spends much of the budget on background, which teaches a model
+    little; nnActive (Lüth et al. 2025, arXiv 2511.19183) found a foreground-aware random the
+    strongest baseline, one no AL method reliably beat. nnActive's version places queries on
+    foreground the labels reveal; this one reads no label: each unit's weight is the mean over
+    its pixels of the model's mean MC probability of any non-background class (the MC pass of
+    :func:`acquire` gives it). A unit predicted as pure background keeps a tiny chance
+    (``floor``), so a model that sees no foreground yet still draws from the whole pool.
+    """
+
+    name = "random_foreground"
+    measure = "predicted foreground probability (mean over MC samples)"
+
+    def __init__(
+        self, beta: float = 1.0, floor: float = 1e-3, mc_samples: int | None = None, **kw
+    ) -> None:
+        kw.setdefault("reduction", "mean")
+        kw.pop("sampling", None)
+        super().__init__(sampling="power", beta=beta, **kw)
+        if floor < 0:
+            raise ValueError(f"strategy.floor={floor} must be >= 0")
+        self.floor = float(floor)
+        self.mc_samples = mc_samples
+
+    def pixel_map(self, stats: PixelStats) -> torch.Tensor:
+        return 1.0 - stats.mean[0]
+
+    def reduce(self, pixel_map: torch.Tensor) -> float:
+        return reduce_map(pixel_map, self.reduction, self.percentile) + self.floor
+
+
+def kmeans(
+    x: np.ndarray, n_clusters: int, rng: np.random.Generator, n_init: int = 3, iters: int = 100
+) -> np.ndarray:
+    """Cluster labels of the rows of ``x`` by Lloyd's k-means with k-means++ seeds (the best
+    of ``n_init`` starts by inertia), seeded by ``rng``; an emptied cluster is reseeded at the
+    point farthest from its centre, so every label 0..n_clusters-1 is used when n >= k."""
+    x = np.asarray(x, dtype=np.float64)
+    n = len(x)
+    if not 1 <= n_clusters <= n:
+        raise ValueError(f"cannot make {n_clusters} clusters of {n} points")
+    sq = (x * x).sum(1)
+
+    def dist2(centres: np.ndarray) -> np.ndarray:
+        d = sq[:, None] - 2.0 * x @ centres.T + (centres * centres).sum(1)[None]
+        return np.clip(d, 0.0, None)
+
+    best, best_inertia = None, np.inf
+    for _ in range(max(1, n_init)):
+        idx = [int(rng.integers(n))]
+        closest = dist2(x[idx])[:, 0]
+        for _ in range(1, n_clusters):
+            total = closest.sum()
+            if total <= 0:  # fewer distinct points than clusters: take any unused one
+                j = int(rng.choice(np.setdiff1d(np.arange(n), idx)))
+            else:
+                j = int(rng.choice(n, p=closest / total))
+            idx.append(j)
+            closest = np.minimum(closest, dist2(x[[j]])[:, 0])
+        centres = x[idx].copy()
+        labels = np.full(n, -1)
+        for _ in range(iters):
+            d = dist2(centres)
+            new = d.argmin(1)
+            for c in np.setdiff1d(np.arange(n_clusters), new):  # an empty cluster
+                counts = np.bincount(new, minlength=n_clusters)
+                movable = np.flatnonzero(counts[new] > 1)  # never empty another cluster
+                new[movable[int(d[movable, new[movable]].argmax())]] = c
+            if np.array_equal(new, labels):
+                break
+            labels = new
+            centres = np.stack([x[labels == c].mean(0) for c in range(n_clusters)])
+        inertia = float(dist2(centres)[np.arange(n), labels].sum())
+        if inertia < best_inertia:
+            best, best_inertia = labels, inertia
+    assert best is not None
+    return best
+
+
+def typicality(x: np.ndarray, knn: int = 20) -> np.ndarray:
+    """TypiClust's typicality of each row: 1 / mean distance to its ``knn`` nearest other rows
+    (fewer when the set is smaller); a lone point is maximally typical."""
+    x = np.asarray(x, dtype=np.float64)
+    n = len(x)
+    if n == 1:
+        return np.array([np.inf])
+    k = max(1, min(int(knn), n - 1))
+    sq = (x * x).sum(1)
+    d = np.sqrt(np.clip(sq[:, None] - 2.0 * x @ x.T + sq[None], 0.0, None))
+    np.fill_diagonal(d, np.inf)
+    nearest = np.partition(d, k - 1, axis=1)[:, :k]
+    return 1.0 / (nearest.mean(1) + _EPS)
+
+
+def normalise_features(x: np.ndarray) -> np.ndarray:
+    """Each feature standardised over the rows (no pyramid level dominates by its scale), then
+    each row scaled to unit length, as TypiClust does with its self-supervised embeddings."""
+    x = np.asarray(x, dtype=np.float64)
+    sd = x.std(0)
+    x = (x - x.mean(0)) / np.where(sd > 0, sd, 1.0)
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norm > 0, norm, 1.0)
+
+
+class TypiClust(Strategy):
+    """TypiClust (Hacohen et al. 2022, arXiv 2202.02794): the most typical unit of each of the
+    largest clusters that hold no labelled unit. Reads no label and no uncertainty.
+
+    Labelled and pool units are clustered together by k-means into ``labelled + k`` clusters
+    (at most ``max_clusters``, the paper's 500). Clusters without a labelled unit come first,
+    largest first, then the others; clusters smaller than ``min_cluster_size`` are left out
+    (the paper's 5: outliers are what low budgets must avoid) unless none is larger. From each
+    cluster in turn the unit with the highest typicality (1 / mean distance to its ``knn``
+    nearest pool neighbours in the cluster, the paper's 20) is picked, so every uncovered
+    cluster gives one unit before any gives two. Low budgets gain from typical picks; Chen et
+    al. (arXiv 2210.02442) find the first uncertainty queries lose to random by picking outliers.
+
+    Features: the same per-unit vector as ``coreset`` (:func:`axal.mc_dropout.image_features`:
+    the deterministic prefix of the current model, for the default ``paper`` dropout placement
+    the whole encoder pyramid, average-pooled inside each unit), standardised per feature and
+    scaled to unit length. The current model's encoder is used rather than a self-supervised
+    one because axal trains none, the encoder has just been fitted to this very data, and it is
+    already computed per unit for coreset. No MC pass runs.
+    """
+
+    name = "typiclust"
+    measure = "none (typical picks of feature clusters)"
+    needs_mc = False
+    needs_features = True
+
+    def __init__(
+        self,
+        knn: int = 20,
+        min_cluster_size: int = 5,
+        max_clusters: int = 500,
+        n_init: int = 3,
+        **kw,
+    ) -> None:
+        super().__init__(**kw)
+        if knn < 1 or max_clusters < 1 or n_init < 1:
+            raise ValueError(
+                f"strategy.knn={knn}, max_clusters={max_clusters} and n_init={n_init} must be >= 1"
+            )
+        self.knn, self.min_cluster_size = int(knn), int(min_cluster_size)
+        self.max_clusters, self.n_init = int(max_clusters), int(n_init)
+
+    def pixel_map(self, stats: PixelStats) -> torch.Tensor:
+        return torch.zeros_like(stats.entropy)
+
+    def select(self, scores, k, rng, features=None, labelled_features=None, **_) -> list[str]:
+        ids = sorted(scores)
+        _check_k(k, len(ids))
+        picks = self.pick(_feature_matrix(ids, features), k, rng, labelled_features)
+        return [ids[j] for j in picks]
+
+    def pick(
+        self,
+        pool: np.ndarray,
+        k: int,
+        rng: np.random.Generator,
+        labelled: np.ndarray | None = None,
+    ) -> list[int]:
+        """Indices of ``k`` rows of ``pool`` (features), given the ``labelled`` rows."""
+        n_lab = 0 if labelled is None else len(labelled)
+        x = pool if not n_lab else np.concatenate([labelled, pool])
+        x = normalise_features(x)
+        n_clusters = min(n_lab + k, self.max_clusters, len(x))
+        labels = kmeans(x, n_clusters, rng, n_init=self.n_init)
+        covered = np.bincount(labels[:n_lab], minlength=n_clusters)
+        sizes = np.bincount(labels, minlength=n_clusters)
+        order = sorted(range(n_clusters), key=lambda c: (covered[c], -sizes[c], c))
+        big = [c for c in order if sizes[c] >= self.min_cluster_size]
+        order = big or order
+        members = {c: list(np.flatnonzero(labels[n_lab:] == c)) for c in order}
+        picks: list[int] = []
+        while len(picks) < k:
+            progressed = False
+            for c in order:
+                if len(picks) == k:
+                    break
+                left = members[c]
+                if not left:
+                    continue
+                j = left[int(np.argmax(typicality(x[n_lab:][left], self.knn)))]
+                picks.append(int(j))
+                left.remove(j)
+                progressed = True
+            if not progressed:  # every kept cluster is exhausted: the left-out small ones
+                taken = set(picks)
+                picks += [j for j in range(len(pool)) if j not in taken][: k - len(picks)]
+        return picks
+
+
+class Schedule(Strategy):
+    """``first`` picks after rounds 0..switch_after-1, ``then`` after every later round: e.g.
+    typical picks while the model is weak, uncertain ones once it is not (the round index
+    reaches the strategy through :func:`acquire`)."""
+
+    name = "schedule"
+
+    def __init__(
+        self, first: Strategy, then: Strategy, switch_after: int = 2, stratify: str = "none", **kw
+    ) -> None:
+        super().__init__(stratify=stratify, name=kw.get("name"))
+        for part, role in ((first, "first"), (then, "then")):
+            if not isinstance(part, Strategy):
+                raise ValueError(f"strategy.{role} must be a strategy config with a _target_")
+        if switch_after < 0:
+            raise ValueError(f"strategy.switch_after={switch_after} must be >= 0")
+        self.first, self.then, self.switch_after = first, then, int(switch_after)
+        self.needs_mc = first.needs_mc or then.needs_mc
+        self.needs_features = first.needs_features or then.needs_features
+        self.measure = f"{first.measure}, then {then.measure}"
+
+    def for_round(self, round_index: int) -> Strategy:
+        return self.first if round_index < self.switch_after else self.then
+
+    def pixel_map(self, stats: PixelStats) -> torch.Tensor:
+        return self.then.pixel_map(stats)
+
+    def select(self, scores, k, rng, round_index: int = 0, **kw) -> list[str]:
+        return self.for_round(round_index).select(scores, k, rng, round_index=round_index, **kw)
+
+    def __repr__(self) -> str:
+        return f"Schedule({self.first!r} for rounds < {self.switch_after}, then {self.then!r})"
+
+
+class ClaSP(Strategy):
+    """Class-stratified, power-noised predictive entropy, its noise decaying over the rounds:
+    after ClaSP PE (Lüth, Traub et al. 2026, arXiv 2601.13677, in nnActive), the one method that
+    beat an improved random baseline across nnActive's settings.
+
+    Each unit gets one entropy score per class: the predictive entropy summed over the pixels
+    the mean prediction assigns to that class (classes 1.. only with ``background=false``). The
+    batch takes turns between the classes, so a rare class (axon, or myelin in a mostly
+    background tile) gets its share of the picks; within a class, units are drawn by power
+    sampling, p ~ score^beta_r (Gumbel-top-k, log scale), with beta_r = beta * growth^round up
+    to ``beta_max``: noisy, diverse picks early, close to top-k later. The recorded score is
+    the unit's total entropy.
+    """
+
+    name = "clasp"
+    measure = "predictive entropy (nats); picks stratified by predicted class"
+
+    def __init__(
+        self,
+        beta: float = 1.0,
+        growth: float = 2.0,
+        beta_max: float = 64.0,
+        background: bool = True,
+        **kw,
+    ) -> None:
+        kw.pop("sampling", None)
+        super().__init__(sampling="power", beta=beta, **kw)
+        if beta < 0 or growth < 1 or beta_max < beta:
+            raise ValueError(
+                f"strategy.beta={beta} must be >= 0, growth={growth} >= 1, beta_max >= beta"
+            )
+        self.growth, self.beta_max, self.background = float(growth), float(beta_max), background
+
+    def pixel_map(self, stats: PixelStats) -> torch.Tensor:
+        return stats.entropy
+
+    def unit_details(self, stats: PixelStats, slices: tuple[slice, slice]) -> np.ndarray:
+        entropy = stats.entropy[slices].double()
+        predicted = stats.prediction[slices]
+        n = stats.mean.shape[0]
+        return np.array([float(entropy[predicted == c].sum()) for c in range(n)])
+
+    def beta_at(self, round_index: int) -> float:
+        return min(self.beta * self.growth ** max(int(round_index), 0), self.beta_max)
+
+    def select(self, scores, k, rng, details=None, round_index: int = 0, **_) -> list[str]:
+        ids = sorted(scores)
+        _check_k(k, len(ids))
+        if not details or any(i not in details for i in ids):
+            raise ValueError("strategy=clasp needs per-class entropies of every unit (acquire)")
+        per_class = np.stack([details[i] for i in ids])  # (N, C)
+        classes = list(range(0 if self.background else 1, per_class.shape[1]))
+        beta = self.beta_at(round_index)
+        orders = []
+        for c in classes:
+            keys = beta * np.log(np.clip(per_class[:, c], _EPS, None)) + rng.gumbel(size=len(ids))
+            orders.append(list(np.argsort(-keys, kind="stable")))
+        picks: list[int] = []
+        taken: set[int] = set()
+        while len(picks) < k:
+            for order in orders:
+                while order and order[0] in taken:
+                    order.pop(0)
+                if order and len(picks) < k:
+                    j = int(order.pop(0))
+                    picks.append(j)
+                    taken.add(j)
+        return [ids[j] for j in picks]
+
+
+def subject_quotas(groups: Mapping[str, list[str]], k: int, order: list[str]) -> dict[str, int]:
+    """Round-robin over the subjects in ``order``: one pick each while any has units left,
+    until ``k``: every subject gets k // S picks or all its units, the first ones one more."""
+    quota = {g: 0 for g in groups}
+    left = k
+    while left:
+        before = left
+        for g in order:
+            if left and quota[g] < len(groups[g]):
+                quota[g] += 1
+                left -= 1
+        if left == before:
+            break
+    return quota
+
+
+def select_units(
+    strategy: Strategy,
+    scores: Mapping[str, float],
+    k: int,
+    rng: np.random.Generator,
+    subjects: Mapping[str, str] | None = None,
+    **kw,
+) -> list[str]:
+    """``strategy.select``, or with ``strategy.stratify=subject`` once per subject.
+
+    ``subjects`` maps each unit id to its subject. Stratified, the batch is spread over the
+    subjects round-robin (:func:`subject_quotas`; subjects ordered by their best score, ties
+    at random, so random strategies rotate the extra picks), each subject's share is picked by
+    the strategy among that subject's units, and the picks are interleaved subject by subject.
+    """
+    _check_k(k, len(scores))
+    if strategy.stratify == "none":
+        return strategy.select(scores, k, rng, **kw)
+    if subjects is None or any(u not in subjects for u in scores):
+        raise ValueError("strategy.stratify=subject needs the subject of every pool unit")
+    groups: dict[str, list[str]] = {}
+    for u in sorted(scores):
+        groups.setdefault(subjects[u], []).append(u)
+    names = sorted(groups)
+    tie = rng.permutation(len(names))
+    best = {g: max(scores[u] for u in groups[g]) for g in names}
+    order = sorted(names, key=lambda g: (-best[g], tie[names.index(g)]))
+    quota = subject_quotas(groups, k, order)
+    per = {
+        g: strategy.select({u: scores[u] for u in groups[g]}, quota[g], rng, **kw)
+        for g in order
+        if quota[g]
+    }
+    picks: list[str] = []
+    for j in range(max(quota.values())):
+        picks += [per[g][j] for g in order if g in per and j < len(per[g])]
+    return picks
+
+
 # --------------------------------------------------------------------------------------------
 # the acquisition loop
 # --------------------------------------------------------------------------------------------
@@ -484,6 +862,8 @@ def acquire(
     tile_batch: int = 2,
     sample_chunk: int = 2,
     min_distance: float = 0.0,
+    round_index: int = 0,
+    subjects: Mapping[str, str] | None = None,
 ) -> tuple[list[str], dict[str, float]]:
     """Score every pool unit and pick ``k`` unit ids; returns (picks, scores by unit id).
 
@@ -495,16 +875,36 @@ def acquire(
     per-image seed derived from ``seed``, call ``on_image(id, stats, pixel_map)`` (e.g. to keep
     small copies of the maps for figures of the chosen images, without recomputing) and drop
     the stats before the next image. The network's train/eval modes are restored afterwards.
+    ``round_index`` (the round whose model scores) picks the part of a :class:`Schedule`;
+    ``subjects`` (image id -> subject) serves ``strategy.stratify=subject``.
     """
+    outer, strategy = strategy, strategy.for_round(round_index)
     ids = sorted(images)
     if units is None:
         units = {i: [Unit(i, 0, 0, *_hw(images[i])[::-1], whole=True)] for i in ids}
     by_id = {u.id: u for i in ids for u in units[i]}
     _check_k(k, len(by_id))
     rng = np.random.default_rng(seed)
+    unit_subjects = (
+        None
+        if subjects is None
+        else {u: subjects[by_id[u].image] for u in by_id if by_id[u].image in subjects}
+    )
+
+    def select(scores: dict[str, float], **kw: object) -> list[str]:
+        return select_units(
+            outer,
+            scores,
+            k,
+            rng,
+            subjects=unit_subjects,
+            units=by_id,
+            round_index=round_index,
+            **kw,
+        )
+
     if not strategy.needs_mc and not strategy.needs_features:
-        picks = strategy.select({u: 0.0 for u in sorted(by_id)}, k, rng, units=by_id)
-        return picks, {}
+        return select({u: 0.0 for u in sorted(by_id)}), {}
     kw = dict(patch=patch, overlap=overlap, tile_batch=tile_batch, device=device)
     labelled = None
     if strategy.needs_features and labelled_images:
@@ -518,6 +918,7 @@ def acquire(
         labelled = np.concatenate(rows)
     scores: dict[str, float] = {}
     features: dict[str, np.ndarray] = {}
+    details: dict[str, np.ndarray] = {}
     bar = tqdm(ids, desc=f"scoring pool ({strategy.name})", unit="img", disable=not progress)
     for i in bar:
         regions = _regions(units[i])
@@ -536,6 +937,9 @@ def acquire(
             for u, f in zip(units[i], feats):
                 scores[u.id] = strategy.reduce(pixel_map[u.slices])
                 features[u.id] = f
+                extra = strategy.unit_details(stats, u.slices)
+                if extra is not None:
+                    details[u.id] = extra
             if on_image is not None:
                 on_image(i, stats, pixel_map)
             del stats
@@ -544,16 +948,45 @@ def acquire(
             for u, f in zip(units[i], feats if regions else feats[None]):
                 scores[u.id] = 0.0
                 features[u.id] = f
-    picks = strategy.select(
+    picks = select(
         scores,
-        k,
-        rng,
         features=features,
         labelled_features=labelled,
-        units=by_id,
         min_distance=min_distance,
+        details=details,
     )
     return picks, (scores if strategy.needs_mc else {})
+
+
+def typical_units(
+    net: nn.Module,
+    images: Mapping[str, np.ndarray | torch.Tensor],
+    unit_ids: list[str],
+    k: int,
+    seed: int,
+    *,
+    patch: int = 256,
+    overlap: int = 32,
+    device: torch.device | str | None = None,
+) -> list[str]:
+    """``k`` of ``unit_ids`` by :class:`TypiClust` on ``net``'s pooled features, with nothing
+    labelled: a label-free initial set (``al.initial_pick=typical``), before any model is
+    trained, so ``net`` is the round-0 model at its initial weights."""
+    shapes = {i: _hw(im) for i, im in images.items()}
+    by_image: dict[str, list[Unit]] = {}
+    for unit_id in unit_ids:
+        unit = Unit.parse(unit_id, shapes)
+        by_image.setdefault(unit.image, []).append(unit)
+    features: dict[str, np.ndarray] = {}
+    for i in sorted(by_image):
+        regions = _regions(by_image[i])
+        f = image_features(
+            net, images[i], patch=patch, overlap=overlap, regions=regions, device=device
+        )
+        for u, row in zip(by_image[i], f if regions else f[None]):
+            features[u.id] = row
+    rng = np.random.default_rng([int(seed), 11])
+    return TypiClust().select({u: 0.0 for u in unit_ids}, k, rng, features=features)
 
 
 def _hw(image: np.ndarray | torch.Tensor) -> tuple[int, int]:

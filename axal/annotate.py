@@ -488,7 +488,7 @@ def _annotate_locked(
     label = strategy_label(cfg)
     callback = done.acquisition
     suggestions = _suggestions(callback.selected, callback.scores, dm, folder, label)
-    measure = getattr(strategy, "measure", label)
+    measure = getattr(strategy.for_round(r), "measure", label)
     _overlays(out, r, suggestions, dm, callback.picked_maps, measure)
     predictions = _predictions(done.fit.model, dm, folder, out, r, suggestions, progress)
     record = {

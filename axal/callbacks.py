@@ -45,6 +45,12 @@ def shrink_map(x: torch.Tensor, size: int = MAP_SIZE) -> np.ndarray:
     return x.cpu().numpy().astype(np.float16)
 
 
+def subjects_of(dm: Any, image_ids: Any) -> dict[str, str]:
+    """Image id -> subject of the data module's samples (for ``strategy.stratify=subject``)."""
+    samples = getattr(dm, "samples", None) or {}
+    return {i: samples[i].subject for i in image_ids if i in samples}
+
+
 class AcquisitionCallback(L.Callback):
     """Runs one acquisition when round ``round_index``'s ``trainer.test`` ends."""
 
@@ -121,6 +127,8 @@ class AcquisitionCallback(L.Callback):
             device=pl_module.device,
             progress=self.progress,
             on_image=keep,
+            round_index=self.round,
+            subjects=subjects_of(dm, pool),
         )
         self.seconds = time.perf_counter() - start
         if self.reveal:
@@ -174,6 +182,7 @@ class AcquisitionCallback(L.Callback):
         if self.maps_dir is None or not kept:
             return []
         self.maps_dir.mkdir(parents=True, exist_ok=True)
+        active = self.strategy.for_round(self.round)
         paths = []
         for i in ids:
             if i not in kept:
@@ -199,7 +208,7 @@ class AcquisitionCallback(L.Callback):
                 uncertainty,
                 title=title,
                 boxes=boxes,
-                measure=getattr(self.strategy, "measure", self.strategy.name),
+                measure=getattr(active, "measure", active.name),
                 n_classes=n_classes,
             )
             paths.append(str(path))

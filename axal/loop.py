@@ -35,7 +35,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from axal.acquisition import Strategy
+from axal.acquisition import Strategy, typical_units
 from axal.atomic import atomic_write, atomic_write_json
 from axal.callbacks import AcquisitionCallback
 from axal.checkpoint import describe as describe_model
@@ -100,7 +100,31 @@ def make_splits(cfg: DictConfig, samples: list) -> dict[str, list[str]]:
     )
     if is_full(cfg):  # the full-data reference: every training unit labelled from the start
         splits["initial"], splits["pool"] = splits["initial"] + splits["pool"], []
+    elif cfg.al.get("initial_pick", "random") == "typical":
+        splits = _typical_initial(cfg, samples, splits)
     return splits
+
+
+def _typical_initial(cfg: DictConfig, samples: list, splits: dict) -> dict[str, list[str]]:
+    """The initial units picked label-free by TypiClust on the features of round 0's network at
+    its initial weights (seeded like round 0), instead of at random; test/val are unchanged."""
+    train = splits["initial"] + splits["pool"]
+    with torch.random.fork_rng():
+        torch.manual_seed(round_seed(cfg.seed, 0))
+        net = build_model(cfg, TASKS[cfg.task]).net
+    images = {s.id: s.image for s in samples}
+    module = cfg.model.module
+    chosen = typical_units(
+        net,
+        images,
+        train,
+        len(splits["initial"]),
+        int(cfg.seed),
+        patch=int(module.patch_size),
+        overlap=int(module.overlap),
+    )
+    taken = set(chosen)
+    return {**splits, "initial": chosen, "pool": [u for u in train if u not in taken]}
 
 
 def is_full(cfg: DictConfig) -> bool:
@@ -166,6 +190,9 @@ def check_config(cfg: DictConfig) -> None:
             continue
         if not isinstance(value, int) or value < minimum:
             raise ConfigError(f"trainer.{key}={value!r} must be an integer >= {minimum}")
+    pick = cfg.al.get("initial_pick", "random")
+    if pick not in ("random", "typical"):
+        raise ConfigError(f"al.initial_pick={pick!r} is not one of random, typical")
     unit = cfg.al.get("unit", "image")
     if unit not in UNITS:
         raise ConfigError(f"al.unit={unit!r} is not one of {', '.join(UNITS)}")

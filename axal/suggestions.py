@@ -150,11 +150,45 @@ def write_page(path: Path, state: dict[str, Any]) -> None:
 def how_picked(record: dict) -> str:
     """What the strategy did, in words: ranks are the order of picking, not of the scores."""
     strategy = (record.get("config") or {}).get("strategy") or {}
+    text = _how_picked(record, strategy)
+    if text and strategy.get("stratify") == "subject":
+        text += " The picks take turns between subjects (strategy.stratify=subject)."
+    return text
+
+
+def _how_picked(record: dict, strategy: dict) -> str:
     k = len(record.get("suggestions", []))
     pool = len(record.get("scores") or {})
     if not k:
         return ""
-    if str(strategy.get("_target_", "")).endswith(".Hybrid"):
+    target = str(strategy.get("_target_", ""))
+    if target.endswith(".Schedule"):
+        after = int(strategy.get("switch_after", 0))
+        part = "first" if int(record.get("round", 0)) < after else "then"
+        return _how_picked(record, strategy.get(part) or {}) + (
+            f" (round {record.get('round', 0)}: the schedule picks by {part!r} before round "
+            f"{after}, by 'then' from it on)"
+        )
+    if target.endswith(".TypiClust"):
+        return (
+            f"How these were picked: the most typical unit (the densest among similar ones, by "
+            f"the model's features) of each of the {k} largest groups of similar units that hold "
+            "no labelled unit; no label and no uncertainty is used. Ranks are the order of "
+            "picking (the largest group first), not a score."
+        )
+    if target.endswith(".RandomForeground"):
+        return (
+            f"How these were picked: {k} of the {pool} pool units at random, a unit the model "
+            "predicts more foreground in being likelier to be drawn."
+        )
+    if target.endswith(".ClaSP"):
+        return (
+            f"How these were picked: {k} of the {pool} pool units, taking turns between the "
+            "predicted classes; within a class a unit with more uncertain pixels of that class "
+            "is likelier to be drawn, and the draw comes closer to the most uncertain ones each "
+            "round."
+        )
+    if target.endswith(".Hybrid"):
         pre = strategy.get("prefilter")
         if pre is None:
             n = 3 * k
