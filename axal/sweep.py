@@ -61,10 +61,15 @@ def _value_name(value: Any) -> str:
     return str(value).replace("/", "-").replace(" ", "")
 
 
+def _key_name(key: str) -> str:
+    """A grid key's last part: ``semi`` of ``trainer/semi`` (a config group) or ``trainer.semi``."""
+    return key.replace("/", ".").rsplit(".", 1)[-1]
+
+
 def job_dir(base: Path, assignment: dict[str, Any]) -> Path:
     """``<dir>/<key=value,...>/seed<k>``: fixed by the grid values, so a rerun finds it."""
     rest = {k: v for k, v in assignment.items() if k != "seed"}
-    name = ",".join(f"{k.rsplit('.', 1)[-1]}={_value_name(v)}" for k, v in rest.items())
+    name = ",".join(f"{_key_name(k)}={_value_name(v)}" for k, v in rest.items())
     seed = assignment.get("seed", "default")
     return base / (name or "default") / f"seed{seed}"
 
@@ -136,7 +141,7 @@ def next_job(queue: list[Job], running: list[Job]) -> Job:
 
 
 def _format_label(template: str, assignment: dict[str, Any]) -> str:
-    short = {k.rsplit(".", 1)[-1]: v for k, v in assignment.items()}
+    short = {_key_name(k): v for k, v in assignment.items()}
     return template.format(**short)
 
 

@@ -236,10 +236,10 @@ def test_the_study_grid_has_its_arms_on_every_seed():
         "strategy=bald_power": seeds,
         "strategy=bald_power,semi=mean_teacher": seeds,
     }
-    # the supervised arms alone, for as long as trainer.semi does not exist: same folders,
+    # the supervised arms alone, for as long as trainer/semi does not exist: same folders,
     # and no job mentions trainer.semi
     supervised = expand(
-        compose_sweep(["experiment=tem_tile_axonmyelin", "sweep.grid.trainer.semi=[null]"]), []
+        compose_sweep(["experiment=tem_tile_axonmyelin", "sweep.semi=[null]"]), []
     )
     assert len(supervised) == 60
     assert {j.run_dir for j in supervised} < {j.run_dir for j in jobs}

@@ -123,6 +123,8 @@ def strategy_name(run: Mapping) -> str:
     a semi-supervised run (``trainer.semi``) is its own arm: 'random+mean_teacher'."""
     name = str(run.get("label") or run["strategy"])
     semi = ((run.get("config") or {}).get("trainer") or {}).get("semi")
+    if isinstance(semi, Mapping):  # the trainer/semi config group: its name
+        semi = semi.get("name")
     if semi and str(semi) != "none" and str(semi) not in name:
         name = f"{name}+{semi}"
     return name
