@@ -4,6 +4,7 @@
     python sweep.py experiment=tem_cpu sweep.jobs=2     # two jobs at a time
     python sweep.py experiment=quick seed=1 trainer.max_epochs=3   # extra overrides reach every job
     python sweep.py report results/runs/tem --out results/tem     # report on existing runs
+    python sweep.py list experiment=tem_tile_axonmyelin # the jobs and their state, none run
 
 Unlike plain Hydra multirun, a killed sweep resumes where it stopped: every job has a fixed
 directory, a job whose results.json says ``finished`` is skipped, and an unfinished one is
@@ -16,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from axal.sweep import main_report, main_sweep
+from axal.sweep import main_list, main_report, main_sweep
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "report":
@@ -30,4 +31,6 @@ if __name__ == "__main__":
         sys.exit(main_report(args.dirs, args.out, args.include_unfinished))
     from axal.errors import quote_spaces
 
+    if len(sys.argv) > 1 and sys.argv[1] == "list":
+        sys.exit(main_list(quote_spaces(sys.argv[2:])))
     sys.exit(main_sweep(quote_spaces(sys.argv[1:])))

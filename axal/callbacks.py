@@ -51,6 +51,13 @@ def subjects_of(dm: Any, image_ids: Any) -> dict[str, str]:
     return {i: samples[i].subject for i in image_ids if i in samples}
 
 
+def acquisition_seed(seed: int, round_index: int, replicate: int = 0) -> int:
+    """The seed of round ``round_index``'s picks: replicate 0 keeps the seed's own draw (runs
+    recorded before replicates existed pick the same), replicate k > 0 draws again."""
+    base = int(seed) * 100_003 + int(round_index)
+    return base if not replicate else base + int(replicate) * 10**12
+
+
 class AcquisitionCallback(L.Callback):
     """Runs one acquisition when round ``round_index``'s ``trainer.test`` ends."""
 
@@ -69,9 +76,11 @@ class AcquisitionCallback(L.Callback):
         progress: bool = True,
         reveal: bool = True,
         cost: Any = None,
+        replicate: int = 0,
     ) -> None:
         self.strategy, self.per_round, self.mc_samples = strategy, per_round, mc_samples
         self.seed, self.round = seed, round_index
+        self.replicate = int(replicate or 0)  # al.replicate: another draw, same seed
         self.maps_dir = Path(maps_dir) if maps_dir else None
         self.n_fixed_maps, self.progress = n_fixed_maps, progress
         self.sample_chunk, self.tile_batch = sample_chunk, tile_batch
@@ -116,7 +125,7 @@ class AcquisitionCallback(L.Callback):
             k,
             units=pool,
             mc_samples=self.mc_samples,
-            seed=self.seed * 100_003 + self.round,
+            seed=acquisition_seed(self.seed, self.round, self.replicate),
             patch=pl_module.hparams.patch_size,
             overlap=pl_module.hparams.overlap,
             labelled_images={i: dm.images[i] for i in labelled_units},

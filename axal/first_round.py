@@ -10,7 +10,8 @@ for ``shared_first_round`` and the seconds spent.
 
 An entry's key hashes the run's splits, the pixels of the images and masks it trains on, and
 every setting except the strategy, the display
-label and the speed settings a resume may change: runs that would train differently never share
+label, the replicate (``al.replicate``: the same seed's round 0, other picks) and the speed
+settings a resume may change: runs that would train differently never share
 an entry. An entry is written under its folder's lock, the model before the record that makes
 it valid; a run that finds the entry locked waits for it rather than training it again.
 """
@@ -37,7 +38,15 @@ from axal.training import RoundFit
 log = logging.getLogger("axal")
 MODEL, RECORD = "model.ckpt", "fit.json"
 # settings that leave round 0's training unchanged
-NOT_IN_KEY = (*MAY_CHANGE, *MAY_GROW, "strategy", "label", "al.first_round_cache")
+# (al.replicate: another draw of the picks after round 0, never of round 0 itself)
+NOT_IN_KEY = (
+    *MAY_CHANGE,
+    *MAY_GROW,
+    "strategy",
+    "label",
+    "al.first_round_cache",
+    "al.replicate",
+)
 
 
 def data_digest(dm: Any) -> str:

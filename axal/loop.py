@@ -193,6 +193,7 @@ def check_config(cfg: DictConfig) -> None:
     pick = cfg.al.get("initial_pick", "random")
     if pick not in ("random", "typical"):
         raise ConfigError(f"al.initial_pick={pick!r} is not one of random, typical")
+    replicate(cfg)
     unit = cfg.al.get("unit", "image")
     if unit not in UNITS:
         raise ConfigError(f"al.unit={unit!r} is not one of {', '.join(UNITS)}")
@@ -225,6 +226,7 @@ def _new_results(cfg: DictConfig, splits: dict[str, list[str]]) -> dict[str, Any
         "unit": str(cfg.al.get("unit", "image")),
         "tile_size": cfg.al.get("tile_size") if cfg.al.get("unit", "image") == "tile" else None,
         "fold": int(cfg.seed) if cfg.dataset.get("folds", True) else None,
+        "replicate": replicate(cfg),
         "splits": splits,
         "rounds": [],
         "finished": False,
@@ -415,7 +417,24 @@ def _acquisition_callback(
         progress=cfg.trainer.get("progress", True),
         reveal=reveal,
         cost=cost_model(cfg),
+        replicate=replicate(cfg),
     )
+
+
+def replicate(cfg: DictConfig) -> int:
+    """``al.replicate``: another draw of a seed. Same split, same round 0 (shared through
+    al.first_round_cache), other picks; for strategy=full (one round, no picks) another
+    training seed."""
+    value = cfg.al.get("replicate") or 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"al.replicate={value!r} must be an integer >= 0")
+    return value
+
+
+def train_seed(cfg: DictConfig, round_index: int) -> int:
+    """Round ``round_index``'s training seed; a full-data replicate trains from another."""
+    seed = round_seed(cfg.seed, round_index)
+    return seed + 10**7 * replicate(cfg) if is_full(cfg) else seed
 
 
 def _reopen_last_round(
@@ -439,7 +458,7 @@ def _reopen_last_round(
             f"resume={run_dir}: cannot extend the finished run: its last model {ckpt} is "
             f"missing. Start a new run with al.rounds={cfg.al.rounds}"
         )
-    L.seed_everything(round_seed(cfg.seed, r), workers=True, verbose=False)
+    L.seed_everything(train_seed(cfg, r), workers=True, verbose=False)
     model = build_model(cfg, n_classes)
     load_weights(model, ckpt, str(cfg.task))
     callback = _acquisition_callback(cfg, strategy, run_dir, r)
@@ -497,7 +516,7 @@ def active_round(
     callback = _acquisition_callback(cfg, strategy, run_dir, r, k=k, reveal=reveal)
     labelled = list(dm.labelled)
     labelled_pixels = dm.labelled_pixels()
-    seed = round_seed(cfg.seed, r)
+    seed = train_seed(cfg, r)
     steps = round_steps(cfg, previous is not None)
     callbacks = ([callback] if k and dm.test else []) + list(extra_callbacks or [])
 

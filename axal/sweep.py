@@ -1,7 +1,9 @@
 """Named grids of simulations that survive interruption, and the report that follows them.
 
 An experiment config (``conf/experiment/*.yaml``) holds a ``sweep`` block: ``grid`` (override
-key -> list of values), ``dir`` (where job folders go) and ``jobs`` (how many run at once).
+key -> list of values; ``null`` keeps a setting's default), ``exclude`` (partial assignments
+whose jobs are left out, e.g. ``{strategy: bald, al.replicate: 1}``), ``dir`` (where job
+folders go) and ``jobs`` (how many run at once).
 Every job gets a fixed folder named after its grid values, runs ``run.py`` in a subprocess (a
 crash or a W&B run stays inside its job), and is skipped once its results.json is finished.
 
@@ -82,14 +84,20 @@ def expand(cfg: DictConfig, overrides: list[str]) -> list[Job]:
     base = Path(sweep.dir)
     if not base.is_absolute():
         base = ROOT / base
-    grid = OmegaConf.to_container(sweep.grid, resolve=True)
+    grid = grid_axes(OmegaConf.to_container(sweep.grid, resolve=True))
+    exclude = sweep.get("exclude")
+    exclude = OmegaConf.to_container(exclude, resolve=True) if exclude else []
+    exclude = [grid_axes(dict(e), axes=False) for e in exclude]
     # seeds outermost: an interrupted sweep holds complete seed-paired sets of strategies
     keys = sorted(grid, key=lambda k: k != "seed")
     if sweep.get("share_first_round", True) and not cfg.al.get("first_round_cache"):
         overrides = [*overrides, f"al.first_round_cache='{base / 'first_rounds'}'"]
     jobs = []
     for values in itertools.product(*(grid[k] for k in keys)):
-        assignment = dict(zip(keys, values))
+        # a null value leaves the setting at its default: no override, no name in the folder
+        assignment = {k: v for k, v in zip(keys, values) if v is not None}
+        if any(all(assignment.get(k) == v for k, v in e.items()) for e in exclude):
+            continue
         label = sweep.get("label")
         job_over = [f"{k}={v}" for k, v in assignment.items()]
         if label:
@@ -98,9 +106,28 @@ def expand(cfg: DictConfig, overrides: list[str]) -> list[Job]:
     return jobs
 
 
+def grid_axes(grid: dict[str, Any], axes: bool = True) -> dict[str, Any]:
+    """``sweep.grid`` as dotted key -> values: nested blocks (``trainer: {semi: [...]}``, which
+    ``sweep.grid.trainer.semi=[...]`` overrides from the command line) and dotted keys
+    (``al.replicate: [...]``) both name a setting; with ``axes`` every value is a list."""
+    flat: dict[str, Any] = {}
+    for key, value in grid.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in grid_axes(value, axes).items()})
+        else:
+            flat[str(key)] = value
+    if axes:
+        for key, value in flat.items():
+            if not isinstance(value, list) or not value:
+                raise ConfigError(f"sweep.grid.{key}={value!r} must be a non-empty list of values")
+    return flat
+
+
 def seed_set(job: Job) -> tuple[str, ...]:
-    """The job's overrides but its strategy: jobs with the same set share round 0."""
-    return tuple(o for o in job.overrides if not o.startswith(("strategy=", "label=")))
+    """The job's overrides but its strategy and replicate: jobs with the same set share
+    round 0."""
+    skip = ("strategy=", "label=", "al.replicate=")
+    return tuple(o for o in job.overrides if not o.startswith(skip))
 
 
 def next_job(queue: list[Job], running: list[Job]) -> Job:
@@ -359,6 +386,27 @@ def main_report(dirs: list[Path], out: Path | None = None, include_unfinished: b
     print(f"report: {out / 'report.html'}")
     for note in summary.get("notes", [])[:10]:
         print(f"note: {note}")
+    return 0
+
+
+def main_list(overrides: list[str]) -> int:
+    """Print the grid's jobs (state, folder, overrides) without running any: a dry run."""
+    cfg = compose_sweep(overrides)
+    job_overrides = [o for o in overrides if not o.startswith("sweep.")]
+    try:
+        todo = expand(cfg, job_overrides)
+    except (ConfigError, ValueError) as err:
+        print(f"sweep: {err}", file=sys.stderr)
+        return 1
+    base = todo[0].run_dir.parents[1] if todo else Path(cfg.sweep.dir)
+    states: dict[str, int] = {}
+    for job in todo:
+        state = job_state(job.run_dir)
+        states[state] = states.get(state, 0) + 1
+        grid = [o for o in job.overrides if o not in job_overrides and "first_round_cache" not in o]
+        print(f"{state:9s} {job.run_dir.relative_to(base)}  {' '.join(grid)}")
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+    print(f"sweep: {len(todo)} jobs in {base} ({counts})")
     return 0
 
 

@@ -172,3 +172,43 @@ def test_an_edited_mask_changes_the_round_0_key(tmp_path):
     unseen = samples()
     unseen[3].mask[5, 5] = 1 - unseen[3].mask[5, 5]
     assert key(unseen) == base
+
+
+def test_replicates_of_random_share_round_0_and_draw_other_picks(cfg_factory, tmp_path):
+    """al.replicate=1 is another draw of random for the same seed: it loads the round 0 that
+    replicate 0 trained (the same model, the same test record), then picks other tiles."""
+    common = ["strategy=random", "al.rounds=3", "trainer.steps=4", "trainer.finetune_steps=2"]
+    cache = f"al.first_round_cache={tmp_path / 'shared'}"
+    first = run(cfg_factory(*common, cache), tmp_path / "rep0")
+    second = run(cfg_factory(*common, cache, "al.replicate=1"), tmp_path / "rep1")
+    again = run(cfg_factory(*common, "al.replicate=1"), tmp_path / "rep1-alone")
+
+    assert (first["replicate"], second["replicate"]) == (0, 1)
+    assert first["splits"] == second["splits"]
+    r0, r0b = first["rounds"][0], second["rounds"][0]
+    assert r0["shared_first_round"]["trained_here"] is True
+    assert r0b["shared_first_round"]["trained_here"] is False
+    assert r0b["shared_first_round"]["entry"] == r0["shared_first_round"]["entry"]
+    for key in ("test", "train_loss", "labelled", "steps"):
+        assert r0b[key] == r0[key], key
+    # later picks differ, and are the replicate's own (the same without the cache)
+    picks = [r["selected"] for r in first["rounds"]]
+    picks_b = [r["selected"] for r in second["rounds"]]
+    assert picks != picks_b
+    assert picks_b == [r["selected"] for r in again["rounds"]]
+
+
+def test_a_full_data_replicate_trains_from_another_seed(cfg_factory, tmp_path):
+    """strategy=full has no picks: its replicate is another training seed on the same split."""
+    a = run(cfg_factory("strategy=full", "al.rounds=1"), tmp_path / "full0")
+    b = run(cfg_factory("strategy=full", "al.rounds=1", "al.replicate=1"), tmp_path / "full1")
+    assert a["splits"] == b["splits"]
+    assert a["rounds"][0]["seed"] != b["rounds"][0]["seed"]
+    assert a["rounds"][0]["train_loss"] != b["rounds"][0]["train_loss"]
+
+
+def test_a_negative_replicate_is_refused_naming_the_setting(cfg_factory, tmp_path):
+    from axal.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="al.replicate=-1"):
+        run(cfg_factory("al.replicate=-1"), tmp_path / "bad")

@@ -93,3 +93,53 @@ def test_any_k_consecutive_seeds_test_every_subject_exactly_once():
     a = split_by_subject(samples, n_test=2, n_val=0, n_initial=2, seed=0, folds=True)
     b = split_by_subject(samples, n_test=2, n_val=0, n_initial=2, seed=5, folds=True)
     assert a["test"] == b["test"] and a["initial"] != b["initial"]
+
+
+def _subjects_of_bids(root) -> list[Sample]:
+    """One tiny stand-in sample per real image, named and grouped as in the dataset: only the
+    file names and subject folders are read, never the pixels."""
+    from axal.data.sources import bids_images
+
+    tiny = np.zeros((2, 2), dtype=np.float32)
+    return [
+        Sample(p.stem, p.parent.parent.name, tiny, tiny.astype(np.uint8), None, "")
+        for p in bids_images(root)
+    ]
+
+
+def _loso_counts(samples, seeds) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for seed in seeds:
+        split = split_by_subject(samples, n_test=1, n_val=0, n_initial=1, seed=seed, folds=True)
+        tested = _subjects(samples, split["test"])
+        assert len(tested) == 1  # one held-out subject per seed
+        train = _subjects(samples, split["initial"] + split["pool"])
+        assert not tested & train
+        for subject in tested:
+            counts[subject] = counts.get(subject, 0) + 1
+    return counts
+
+
+@pytest.mark.parametrize(
+    "source, n_subjects",
+    [("synthetic", 6), ("tem_mouse_corpuscallosum", 10), ("sem_rat_spinalcord", 8)],
+)
+def test_leave_one_subject_out_tests_each_subject_once_per_k_consecutive_seeds(source, n_subjects):
+    """dataset.test_subjects=1 (with dataset.folds=true) is leave-one-subject-out: K = the
+    number of subjects folds, and any K consecutive seeds test every subject exactly once, so a
+    study of 2K seeds tests each subject twice (TEM: 10 mice, SEM: 8 rats)."""
+    from tests.conftest import REAL_DATA
+
+    if source == "synthetic":
+        samples = _samples(n_subjects, 2)
+    else:
+        if REAL_DATA is None:
+            pytest.skip("real data not found (AXAL_DATA)")
+        samples = _subjects_of_bids(REAL_DATA / source)
+    subjects = {s.subject for s in samples}
+    assert len(subjects) == n_subjects
+    for first in (0, 3, n_subjects):
+        counts = _loso_counts(samples, range(first, first + n_subjects))
+        assert counts == {s: 1 for s in subjects}
+    # 2 seeds per subject: seeds 0..2K-1 test every subject exactly twice
+    assert _loso_counts(samples, range(2 * n_subjects)) == {s: 2 for s in subjects}

@@ -157,3 +157,40 @@ def test_a_sweep_rerun_with_changed_settings_refuses_naming_them(tmp_path):
     assert "sweep.dir" in changed.stderr
     job = tmp_path / "a" / "strategy=random" / "seed0"
     assert json.loads((job / "results.json").read_text())["config"]["trainer"]["steps"] == steps
+
+
+def test_a_sweep_with_replicates_shares_round_0_and_reports_them_as_draws(tmp_path):
+    """A grid axis al.replicate=[null, 1] (null: the default, no folder name), excluded for
+    bald: random runs twice on the seed, the second draw loads round 0 from the first, and
+    the report counts one seed of random with two draws."""
+    args = [
+        sys.executable,
+        "sweep.py",
+        "experiment=smoke",
+        f"sweep.dir={tmp_path}",
+        "sweep.grid.strategy=[random,bald]",
+        "sweep.grid.seed=[0]",
+        "+sweep.grid.al.replicate=[null,1]",
+        "sweep.exclude=[{strategy:bald,al.replicate:1}]",
+        "sweep.threads=1",
+    ]
+    listed = subprocess.run(
+        [*args[:2], "list", *args[2:]], cwd=ROOT, env=ENV, capture_output=True, text=True
+    )
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    assert "sweep: 3 jobs" in listed.stdout and "strategy=random,replicate=1/seed0" in listed.stdout
+    assert "strategy=bald/seed0" in listed.stdout and "strategy=bald,replicate" not in listed.stdout
+    args[4] = "sweep.grid.strategy=[random]"  # run random's two draws only (bald: listed)
+    proc = subprocess.run(args, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
+    first = json.loads((tmp_path / "strategy=random" / "seed0" / "results.json").read_text())
+    second_dir = tmp_path / "strategy=random,replicate=1" / "seed0"
+    second = json.loads((second_dir / "results.json").read_text())
+    assert (first["replicate"], second["replicate"]) == (0, 1)
+    entries = {first["rounds"][0]["shared_first_round"]["entry"]}
+    entries.add(second["rounds"][0]["shared_first_round"]["entry"])
+    assert len(entries) == 1
+    assert first["rounds"][0]["test"] == second["rounds"][0]["test"]
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    random = summary["datasets"]["synthetic"]["strategies"]["random"]
+    assert random["n_seeds"] == 1 and random["n_draws"] == 2

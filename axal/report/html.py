@@ -21,6 +21,8 @@ from axal.report.tables import (
     figure_note,
     lab_table,
     main_table,
+    mixed_definitions,
+    mixed_table,
     stats_definitions,
     stats_table,
     subject_note,
@@ -75,6 +77,11 @@ def _group_section(name: str, d: dict) -> list[str]:
         parts.append(f"<h3>Paired statistics vs {e(str(d['baseline']))} (by seed)</h3>")
         parts.append(_html_table(*st))
         parts.append(_definitions(stats_definitions(d)))
+        mixed = mixed_table(d)
+        if mixed:
+            parts.append(f"<h3>Per test subject: mixed model vs {e(str(d['baseline']))}</h3>")
+            parts.append(_html_table(*mixed))
+            parts.append(_definitions(mixed_definitions()))
     else:
         parts.append(_definitions(terms))
     subjects = subject_tables(d)

@@ -1,6 +1,7 @@
 """Numbers behind the report: learning curves on either budget axis, normalised ALC, budget
 to reach a target, and the paired-by-seed statistics (Holm, t intervals, bootstrap, Wilcoxon,
-minimum detectable difference).
+minimum detectable difference), the mixed model per test subject and the exact
+paired-t seed count.
 
 Pure functions of run dicts and arrays, so each number can be checked by hand in the tests.
 """
@@ -263,3 +264,213 @@ def mde_paired(
         return float("nan")
     t_sum = stats.t.ppf(1 - alpha / 2, n - 1) + stats.t.ppf(power, n - 1)
     return float(t_sum * d.std(ddof=1) / math.sqrt(n))
+
+
+def labels_to_reach_interpolated(
+    n: Sequence[float] | np.ndarray, dice: Sequence[float] | np.ndarray, target: float
+) -> float:
+    """Budget at which the curve first reaches ``target``, linear between the two rounds that
+    straddle it (the first round's budget if it already does); nan if never reached.
+
+    :func:`labels_to_reach` can only answer with a round's budget, so one seed's saving moves
+    in steps of the budget grid (a grid that doubles resolves 0.5 or 2, not 1.5); this one
+    resolves finer, assuming a straight curve between rounds.
+    """
+    n = np.asarray(n, dtype=float)
+    y = np.asarray(dice, dtype=float)
+    if not math.isfinite(target) or n.size == 0:
+        return float("nan")
+    order = np.argsort(n, kind="stable")
+    n, y = n[order], y[order]
+    hit = np.flatnonzero(y >= target)
+    if hit.size == 0:
+        return float("nan")
+    j = int(hit[0])
+    if j == 0:
+        return float(n[0])
+    x0, x1, y0, y1 = n[j - 1], n[j], y[j - 1], y[j]
+    return float(x0 + (target - y0) * (x1 - x0) / (y1 - y0))
+
+
+def budget_steps(curves: Iterable[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float]:
+    """(smallest, largest) factor between consecutive budgets of the runs' curves: the finest
+    and the coarsest per-seed budget ratio that reading budgets off the rounds can resolve."""
+    ratios = []
+    for x, _ in curves:
+        x = np.sort(np.asarray(x, dtype=float))
+        x = x[x > 0]
+        if x.size > 1:
+            ratios.extend((x[1:] / x[:-1]).tolist())
+    if not ratios:
+        return float("nan"), float("nan")
+    return float(min(ratios)), float(max(ratios))
+
+
+def seeds_for_difference(
+    sd: float, difference: float, alpha: float = 0.05, power: float = 0.8, max_n: int = 100_000
+) -> int | None:
+    """Smallest number of paired seeds at which a two-sided paired t test (level ``alpha``)
+    detects a true mean difference ``difference`` with probability ``power``, when the per-seed
+    differences have standard deviation ``sd``.
+
+    Exact: the power is that of the noncentral t (df n−1, noncentrality difference·√n/sd),
+    not the normal approximation, which undercounts at small n. None when sd or the
+    difference is not a positive finite number, or more than ``max_n`` seeds are needed.
+    """
+    if not (math.isfinite(sd) and math.isfinite(difference)) or sd <= 0 or difference == 0:
+        return None
+
+    def achieved(n: int) -> float:
+        df, nc = n - 1, abs(difference) * math.sqrt(n) / sd
+        crit = stats.t.ppf(1 - alpha / 2, df)
+        return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+
+    lo, hi = 2, 2
+    while achieved(hi) < power:
+        lo, hi = hi, hi * 2
+        if hi > max_n:
+            return None
+    while lo < hi:  # power grows with n: the smallest n that reaches it
+        mid = (lo + hi) // 2
+        if achieved(mid) >= power:
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi
+
+
+def mixed_model_difference(
+    differences: Sequence[float] | np.ndarray,
+    subjects: Sequence[str],
+    level: float = 0.95,
+    alpha: float = 0.05,
+    power: float = 0.8,
+) -> dict[str, float | int | str | None]:
+    """The mean difference (e.g. a strategy's ALC − random's, one value per seed and test
+    subject) under ``difference ~ 1 + (1 | subject)``, fitted by REML (statsmodels MixedLM).
+
+    Returns the estimate, its standard error and a ``level`` CI with t quantiles on
+    n_subjects − 1 degrees of freedom (the subjects are the independent units), the
+    between-subject and within-subject (seed) variance components (:func:`reml_random_intercept`),
+    and the minimum detectable
+    difference of this design: (t(1−α/2, df) + t(power, df)) · √((σ²_between + σ²_within / m) /
+    n_subjects), m = observations per subject (their mean when unequal). More seeds shrink only
+    the σ²_within part; more subjects shrink both. ``shown`` is False when the CI holds 0.
+    """
+    d = np.asarray(differences, dtype=float)
+    groups = np.asarray([str(s) for s in subjects], dtype=object)
+    ok = np.isfinite(d)
+    d, groups = d[ok], groups[ok]
+    names = sorted(set(groups))
+    k, n = len(names), int(d.size)
+    out: dict[str, float | int | str | None] = {
+        "n_subjects": k,
+        "n_obs": n,
+        "estimate": float("nan"),
+        "se": float("nan"),
+        "ci_low": float("nan"),
+        "ci_high": float("nan"),
+        "var_between": float("nan"),
+        "var_within": float("nan"),
+        "obs_per_subject": n / k if k else float("nan"),
+        "mde": float("nan"),
+        "shown": None,
+        "note": "",
+    }
+    if k < 2 or n <= k:
+        out["note"] = (
+            f"mixed model not fitted: {k} subject(s), {n} observation(s) (needs 2 subjects and "
+            "more observations than subjects)"
+        )
+        return out
+    if np.allclose(d, d[0]):
+        out["note"] = "mixed model not fitted: every difference is the same"
+        return out
+    fit = reml_random_intercept(d, groups)
+    var_b, var_w, est, se = fit["var_between"], fit["var_within"], fit["mean"], fit["se"]
+    df = k - 1
+    half = stats.t.ppf(0.5 + level / 2, df) * se
+    out.update(
+        estimate=est,
+        se=se,
+        ci_low=float(est - half),
+        ci_high=float(est + half),
+        var_between=var_b,
+        var_within=var_w,
+        mde=design_mde(var_b, var_w, k, n / k, alpha, power),
+        shown=bool(est - half > 0 or est + half < 0),
+    )
+    return out
+
+
+def design_mde(
+    var_between: float,
+    var_within: float,
+    n_subjects: int,
+    seeds_per_subject: float,
+    alpha: float = 0.05,
+    power: float = 0.8,
+) -> float:
+    """The minimum detectable difference of a design with these variance components: what
+    :func:`mixed_model_difference` reports, for planning another number of subjects or seeds."""
+    if n_subjects < 2 or seeds_per_subject <= 0:
+        return float("nan")
+    df = n_subjects - 1
+    se = math.sqrt((var_between + var_within / seeds_per_subject) / n_subjects)
+    return float((stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)) * se)
+
+
+def reml_random_intercept(
+    y: Sequence[float] | np.ndarray, groups: Sequence[str]
+) -> dict[str, float]:
+    """REML fit of ``y ~ 1 + (1 | group)``: the mean, its standard error and the variance
+    components (between groups, within groups), as lme4's ``lmer`` or statsmodels' MixedLM
+    fit it, in closed form but for one variance ratio γ = σ²_between / σ²_within.
+
+    For a given γ, the mean is the GLS mean (group means weighted n_i / (1 + n_i γ)) and
+    σ²_within = Q(γ) / (N − 1) with Q the GLS residual sum of squares; γ ≥ 0 maximises the
+    profiled restricted likelihood −½ [(N−1) log Q(γ) + Σ log(1 + n_i γ) + log Σ n_i /
+    (1 + n_i γ)], searched on a log grid then refined (bounded, so γ = 0 is a valid answer).
+    """
+    y = np.asarray(y, dtype=float)
+    labels = np.asarray([str(g) for g in groups], dtype=object)
+    names = sorted(set(labels))
+    n_i = np.array([np.sum(labels == g) for g in names], dtype=float)
+    mean_i = np.array([y[labels == g].mean() for g in names])
+    ssw = float(sum(((y[labels == g] - m) ** 2).sum() for g, m in zip(names, mean_i)))
+    big_n = float(y.size)
+
+    def parts(gamma: float) -> tuple[float, float, float]:
+        w = n_i / (1.0 + n_i * gamma)
+        mu = float(np.sum(w * mean_i) / np.sum(w))
+        q = ssw + float(np.sum(w * (mean_i - mu) ** 2))
+        return mu, q, float(np.sum(w))
+
+    def neg_loglik(gamma: float) -> float:
+        _, q, sw = parts(gamma)
+        q = max(q, 1e-300)
+        return 0.5 * (
+            (big_n - 1) * math.log(q) + float(np.sum(np.log1p(n_i * gamma))) + math.log(sw)
+        )
+
+    from scipy.optimize import minimize_scalar
+
+    grid = [0.0, *np.logspace(-6, 6, 49)]
+    best = min(grid, key=neg_loglik)
+    j = grid.index(best)
+    lo, hi = grid[max(0, j - 1)], grid[min(len(grid) - 1, j + 1)]
+    if hi > lo:
+        res = minimize_scalar(
+            neg_loglik, bounds=(lo, hi), method="bounded", options={"xatol": 1e-10}
+        )
+        if res.success and neg_loglik(float(res.x)) <= neg_loglik(best):
+            best = float(res.x)
+    mu, q, sw = parts(best)
+    var_w = q / (big_n - 1)
+    return {
+        "mean": mu,
+        "se": math.sqrt(var_w / sw),
+        "var_between": best * var_w,
+        "var_within": var_w,
+        "gamma": best,
+    }

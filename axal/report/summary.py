@@ -23,15 +23,19 @@ from axal.report.statistics import (
     acquire_seconds,
     area_under_curve,
     bootstrap_ratio_ci,
+    budget_steps,
     holm,
     interpolate_at,
     labels_to_reach,
+    labels_to_reach_interpolated,
     learning_curve,
     mde_paired,
+    mixed_model_difference,
     paired_wilcoxon,
     round_fraction,
     run_restarts,
     run_unit,
+    seeds_for_difference,
     t_interval,
 )
 from axal.report.tables import _fmt_budget
@@ -50,6 +54,7 @@ CLASS_METRICS = ("dice_myelin", "dice_axon")
 # what a lab measures (task=axonmyelin, axal.morphometrics): end-of-budget values per seed
 LAB_METRICS = ("fiber_f1", "gratio_error", "axon_diam_error", "density_error")
 # annotator-time settings the ranking by correction seconds is recomputed under (al.cost keys)
+ONE_POINT = 0.01  # a 1-point gain of ALC (Dice in [0, 1]): the seed count the report gives
 COST_SETTINGS = {
     "default": {},
     "drawing dear": {"draw": 60.0, "fix": 25.0},
@@ -114,8 +119,37 @@ def load_runs(paths: Iterable[str | Path]) -> list[dict]:
 
 
 def strategy_name(run: Mapping) -> str:
-    """Display name: the variant ``label`` (e.g. 'bald+power') if present, else ``strategy``."""
-    return str(run.get("label") or run["strategy"])
+    """Display name: the variant ``label`` (e.g. 'bald+power') if present, else ``strategy``;
+    a semi-supervised run (``trainer.semi``) is its own arm: 'random+mean_teacher'."""
+    name = str(run.get("label") or run["strategy"])
+    semi = ((run.get("config") or {}).get("trainer") or {}).get("semi")
+    if isinstance(semi, Mapping):  # the trainer/semi config group: its name
+        semi = semi.get("name")
+    if semi and str(semi) != "none" and str(semi) not in name:
+        name = f"{name}+{semi}"
+    return name
+
+
+def run_replicate(run: Mapping) -> int:
+    """The run's ``al.replicate`` (another draw of its seed); 0 for runs recorded before."""
+    value = run.get("replicate")
+    if value is None:
+        value = ((run.get("config") or {}).get("al") or {}).get("replicate")
+    return int(value or 0)
+
+
+def draws(run: Mapping) -> list[Mapping]:
+    """A seed's runs of one strategy: the run and its replicates (:func:`_group` files them
+    under ``_replicates``), which a seed's numbers average before any pairing by seed."""
+    return [run, *run.get("_replicates", [])]
+
+
+def _mean(values: Iterable[float]) -> float:
+    """Mean of the finite values (the value itself when there is one); nan if none."""
+    v = [float(x) for x in values if x is not None and math.isfinite(float(x))]
+    if not v:
+        return float("nan")
+    return v[0] if len(v) == 1 else float(np.mean(v))
 
 
 # --------------------------------------------------------------------------------------------
@@ -132,24 +166,39 @@ def is_full(run: Mapping) -> bool:
 
 
 def _group(runs: list[dict]) -> tuple[dict[str, dict[str, dict[Any, dict]]], list[str]]:
-    """group -> strategy -> seed -> run; duplicates keep the finished / later-loaded run."""
-    groups: dict[str, dict[str, dict[Any, dict]]] = {}
+    """group -> strategy -> seed -> run; duplicates keep the finished / later-loaded run.
+
+    Replicates of a seed (``al.replicate``) are not duplicates: the lowest one is the seed's
+    run and the others are filed in its ``_replicates`` (:func:`draws`)."""
+    by_draw: dict[str, dict[str, dict[Any, dict[int, dict]]]] = {}
     notes = []
     for run in runs:
         ds = group_key(str(run["dataset"]), run_unit(run))
         st, seed = strategy_name(run), run["seed"]
-        per_seed = groups.setdefault(ds, {}).setdefault(st, {})
-        if seed in per_seed:
-            old = per_seed[seed]
+        per_draw = by_draw.setdefault(ds, {}).setdefault(st, {}).setdefault(seed, {})
+        rep = run_replicate(run)
+        if rep in per_draw:
+            old = per_draw[rep]
             keep = run if run.get("_finished", True) or not old.get("_finished", True) else old
             dropped = old if keep is run else run
+            what = f"seed {seed}" + (f" replicate {rep}" if rep else "")
             notes.append(
-                f"{ds}/{st} seed {seed}: duplicate runs, kept {keep.get('_path', '?')}, "
+                f"{ds}/{st} {what}: duplicate runs, kept {keep.get('_path', '?')}, "
                 f"ignored {dropped.get('_path', '?')}"
             )
-            per_seed[seed] = keep
+            per_draw[rep] = keep
         else:
-            per_seed[seed] = run
+            per_draw[rep] = run
+    groups: dict[str, dict[str, dict[Any, dict]]] = {}
+    for ds, per_st in by_draw.items():
+        for st, per_seed in per_st.items():
+            for seed, per_draw in per_seed.items():
+                ordered = [per_draw[k] for k in sorted(per_draw)]
+                first = ordered[0]
+                first.pop("_replicates", None)
+                if len(ordered) > 1:
+                    first["_replicates"] = ordered[1:]
+                groups.setdefault(ds, {}).setdefault(st, {})[seed] = first
     return groups, notes
 
 
@@ -262,9 +311,9 @@ def _full_reference(
     """
     dice = {}
     for seed, run in full_runs.items():
-        last = _last_round(run)
-        if last is not None:
-            dice[seed] = float(last["test"]["dice"])
+        lasts = [last for r in draws(run) if (last := _last_round(r)) is not None]
+        if lasts:  # replicates (another training seed) averaged within the seed
+            dice[seed] = _mean(float(last["test"]["dice"]) for last in lasts)
     values = list(dice.values())
     mean = float(np.mean(values)) if values else float("nan")
     full, source = {}, {}
@@ -296,9 +345,14 @@ def _full_reference(
         "std": sd,
         "ci_low": lo,
         "ci_high": hi,
-        "restarts": sum(run_restarts(r)[0] for r in full_runs.values()),
-        "paths": [full_runs[s].get("_path") for s in sorted(full_runs, key=_seed_key)],
+        "restarts": sum(run_restarts(d)[0] for r in full_runs.values() for d in draws(r)),
+        "paths": [
+            d.get("_path") for s in sorted(full_runs, key=_seed_key) for d in draws(full_runs[s])
+        ],
     }
+    n_draws = sum(len(draws(r)) for r in full_runs.values())
+    if n_draws > len(full_runs):
+        reference["n_draws"] = n_draws
     return full, source, note, reference
 
 
@@ -348,13 +402,15 @@ def _full_data_fallback(
 
 
 def _censored_labels(
-    n: np.ndarray, dice: np.ndarray, target: float, budget: str = UNITS
+    n: np.ndarray, dice: np.ndarray, target: float, budget: str = UNITS, interpolate: bool = False
 ) -> tuple[float, bool]:
-    """labels_to_reach, but never-reached counts as a bound and is flagged.
+    """labels_to_reach (``interpolate``: between rounds), but never-reached counts as a bound
+    and is flagged.
 
     The bound is the largest budget + 1 for units, the whole pool (fraction 1) for pixels.
     """
-    v = labels_to_reach(n, dice, target)
+    reach = labels_to_reach_interpolated if interpolate else labels_to_reach
+    v = reach(n, dice, target)
     if math.isnan(v) and math.isfinite(target) and n.size:
         return (1.0 if budget == FRACTION else float(n.max() + 1)), True
     return v, False
@@ -386,24 +442,57 @@ def _cell(values: list[float]) -> dict:
 
 
 def _values_at(
-    curves: dict[Any, tuple[np.ndarray, np.ndarray]], seeds: list, points: list[float], exact: bool
+    curves: dict[Any, list[tuple[np.ndarray, np.ndarray]]],
+    seeds: list,
+    points: list[float],
+    exact: bool,
 ) -> list[list[float]]:
-    """Per point, the seeds' Dice there: exact budgets (units) or interpolated (fractions)."""
+    """Per point, the seeds' Dice there: exact budgets (units) or interpolated (fractions);
+    a seed's draws (its replicates' curves) are averaged first."""
     out: list[list[float]] = [[] for _ in points]
     for s in seeds:
-        x, y = curves[s]
-        if not x.size:
-            continue
-        if exact:
-            for i, b in enumerate(points):
-                hit = y[x == b]
-                if hit.size:
-                    out[i].append(float(hit[-1]))
-        else:
-            for i, v in enumerate(interpolate_at(x, y, points)):
-                if math.isfinite(v):
-                    out[i].append(float(v))
+        per_point: list[list[float]] = [[] for _ in points]
+        for x, y in curves[s]:
+            if not x.size:
+                continue
+            if exact:
+                for i, b in enumerate(points):
+                    hit = y[x == b]
+                    if hit.size:
+                        per_point[i].append(float(hit[-1]))
+            else:
+                for i, v in enumerate(interpolate_at(x, y, points)):
+                    if math.isfinite(v):
+                        per_point[i].append(float(v))
+        for i, vals in enumerate(per_point):
+            if vals:
+                out[i].append(_mean(vals))
     return out
+
+
+def _subject_alc(runs: list[Mapping], budget: str, lo: float, hi: float) -> dict[str, float]:
+    """Per test subject, the normalised ALC of its own Dice curve over [lo, hi], averaged over
+    the seed's draws (its replicates): the observations of the mixed model per subject."""
+    values: dict[str, list[float]] = {}
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+        return {}
+    for run in runs:
+        pts: dict[str, list[tuple[float, float]]] = {}
+        for r in run.get("rounds", []):
+            x = r.get("n_labelled") if budget == UNITS else round_fraction(r, run)
+            per = (r.get("test") or {}).get("per_subject") or {}
+            if x is None or not math.isfinite(float(x)):
+                continue
+            for subject, vals in per.items():
+                v = (vals or {}).get("dice")
+                if v is not None and math.isfinite(float(v)):
+                    pts.setdefault(str(subject), []).append((float(x), float(v)))
+        for subject, xy in pts.items():
+            x = np.array([p[0] for p in xy])
+            if x.size and x.min() <= lo and x.max() >= hi:
+                a = area_under_curve(x, np.array([p[1] for p in xy]), lo, hi)
+                values.setdefault(subject, []).append(a)
+    return {subject: _mean(v) for subject, v in sorted(values.items())}
 
 
 def _subject_dice(run: Mapping, upto: float, budget: str) -> dict[str, dict[str, float]]:
@@ -439,10 +528,14 @@ def _per_subject(
         for name, per in columns:
             for run in per.values():
                 cut = float("inf") if name == FULL_ROW else upto
-                for subject, vals in _subject_dice(run, cut, budget).items():
-                    v = (vals or {}).get(metric)
-                    if v is not None and math.isfinite(float(v)):
-                        table.setdefault(str(subject), {}).setdefault(name, []).append(float(v))
+                by_subject: dict[str, list[float]] = {}  # a seed's replicates, averaged
+                for one in draws(run):
+                    for subject, vals in _subject_dice(one, cut, budget).items():
+                        v = (vals or {}).get(metric)
+                        if v is not None and math.isfinite(float(v)):
+                            by_subject.setdefault(str(subject), []).append(float(v))
+                for subject, values in by_subject.items():
+                    table.setdefault(subject, {}).setdefault(name, []).append(_mean(values))
         if any(name != FULL_ROW for cols in table.values() for name in cols):
             out[metric] = {
                 subj: {name: _cell(v) for name, v in cols.items()}
@@ -492,7 +585,7 @@ def summarize(runs: list[dict], few_seeds: bool = False) -> dict:
         if not few_seeds:
             strategies, few = _study_strategies(strategies)
         full_runs = full_by_group.get(ds, {})
-        members = [r for per in groups[ds].values() for r in per.values()]
+        members = [d for per in groups[ds].values() for r in per.values() for d in draws(r)]
         unit = run_unit(members[0])
         budget = FRACTION if unit == "tile" else UNITS
         baseline = _baseline_name(strategies)
@@ -500,15 +593,22 @@ def summarize(runs: list[dict], few_seeds: bool = False) -> dict:
         ds_notes += few
         if baseline is None and strategies:
             ds_notes.append("no random baseline: savings, ratios and p-values not computed")
+        # per seed, one curve per draw (the seed's run and its replicates)
         curves = {
-            st: {seed: learning_curve(run, budget=budget) for seed, run in per.items()}
+            st: {
+                seed: [learning_curve(d, budget=budget) for d in draws(run)]
+                for seed, run in per.items()
+            }
             for st, per in strategies.items()
         }
         fraction_curves = {
-            st: {seed: learning_curve(run, budget=FRACTION) for seed, run in per.items()}
+            st: {
+                seed: [learning_curve(d, budget=FRACTION) for d in draws(run)]
+                for seed, run in per.items()
+            }
             for st, per in strategies.items()
         }
-        nonempty = [c for per in curves.values() for c in per.values() if c[0].size]
+        nonempty = [c for per in curves.values() for cs in per.values() for c in cs if c[0].size]
         if budget == FRACTION and strategies and not nonempty:
             ds_notes.append("tile runs recorded no labelled-pixel fraction: no curves")
         n_min = max((float(c[0][0]) for c in nonempty), default=float("nan"))
@@ -543,18 +643,39 @@ def summarize(runs: list[dict], few_seeds: bool = False) -> dict:
             per = strategies[st]
             seeds = sorted(per, key=_seed_key)
             alc, l95, l100, c95, c100, f95, cf95 = {}, {}, {}, {}, {}, {}, {}
+            i95, ci95 = {}, {}
             for seed in seeds:
-                n, y = curves[st][seed]
-                ok = n.size and n_min <= n_max
-                alc[seed] = area_under_curve(n, y, n_min, n_max) if ok else float("nan")
                 target = full.get(seed, float("nan"))
-                l95[seed], c95[seed] = _censored_labels(n, y, 0.95 * target, budget)
-                l100[seed], c100[seed] = _censored_labels(n, y, target, budget)
-                fx, fy = fraction_curves[st][seed]
-                if fx.size:
-                    f95[seed], cf95[seed] = _censored_labels(fx, fy, 0.95 * target, FRACTION)
-                else:
-                    f95[seed], cf95[seed] = float("nan"), False
+                values: dict[str, list] = {}  # per measure, one (value, censored) per draw
+                for n, y in curves[st][seed]:
+                    ok = n.size and n_min <= n_max
+                    a = area_under_curve(n, y, n_min, n_max) if ok else float("nan")
+                    values.setdefault("alc", []).append((a, False))
+                    values.setdefault("l95", []).append(
+                        _censored_labels(n, y, 0.95 * target, budget)
+                    )
+                    values.setdefault("l100", []).append(_censored_labels(n, y, target, budget))
+                    values.setdefault("i95", []).append(
+                        _censored_labels(n, y, 0.95 * target, budget, interpolate=True)
+                    )
+                for fx, fy in fraction_curves[st][seed]:
+                    values.setdefault("f95", []).append(
+                        _censored_labels(fx, fy, 0.95 * target, FRACTION)
+                        if fx.size
+                        else (float("nan"), False)
+                    )
+                # a seed's draws are averaged (censored if any draw is: then a bound)
+                for key, (out, cens) in {
+                    "alc": (alc, None),
+                    "l95": (l95, c95),
+                    "l100": (l100, c100),
+                    "i95": (i95, ci95),
+                    "f95": (f95, cf95),
+                }.items():
+                    vals = values.get(key) or [(float("nan"), False)]
+                    out[seed] = _mean(v for v, _ in vals)
+                    if cens is not None:
+                        cens[seed] = any(c for _, c in vals)
             exact = budget == UNITS
             by_budget = {}
             for b, vals in zip(points, _values_at(curves[st], seeds, points, exact)):
@@ -572,37 +693,63 @@ def summarize(runs: list[dict], few_seeds: bool = False) -> dict:
                 for metric in CLASS_METRICS:
                     vals = []
                     for s in seeds:
-                        x, y = learning_curve(per[s], metric=metric, budget=budget)
-                        v = interpolate_at(x, y, [n_max])[0]
+                        v = _mean(
+                            interpolate_at(
+                                *learning_curve(d, metric=metric, budget=budget), [n_max]
+                            )[0]
+                            for d in draws(per[s])
+                        )
                         if math.isfinite(v):
                             vals.append(float(v))
                     per_class[metric] = _cell(vals)
-            lab = _lab_at_end([per[s] for s in seeds]) if axonmyelin else {}
+            lab = _lab_at_end([draws(per[s]) for s in seeds]) if axonmyelin else {}
             total, rounds_restarted = 0, 0
             for s in seeds:
-                t, k = run_restarts(per[s])
-                total, rounds_restarted = total + t, rounds_restarted + k
+                for d in draws(per[s]):
+                    t, k = run_restarts(d)
+                    total, rounds_restarted = total + t, rounds_restarted + k
+            n_draws = sum(len(draws(per[s])) for s in seeds)
             st_out[st] = {
                 "n_seeds": len(seeds),
                 "seeds": seeds,
-                "n_unfinished": sum(not per[s].get("_finished", True) for s in seeds),
-                "paths": [per[s].get("_path") for s in seeds],
+                **({"n_draws": n_draws} if n_draws > len(seeds) else {}),
+                "n_unfinished": sum(
+                    not d.get("_finished", True) for s in seeds for d in draws(per[s])
+                ),
+                "paths": [d.get("_path") for s in seeds for d in draws(per[s])],
                 "dice_by_budget": by_budget,
                 "curve": curve,
                 "per_class_at_end": per_class,
                 **({"lab_at_end": lab} if lab else {}),
                 "alc": _stat_block(alc),
+                "alc_per_subject": {
+                    str(seed): _subject_alc(draws(per[seed]), budget, n_min, n_max)
+                    for seed in seeds
+                },
                 "labels_to_95": _stat_block(l95, c95),
                 "labels_to_100": _stat_block(l100, c100),
+                "labels_to_95_interpolated": _stat_block(i95, ci95),
                 "budget_fraction_to_95": _stat_block(f95, cf95),
                 "restarts": {"total": total, "rounds": rounds_restarted},
-                "acquire_seconds": _stat_block({s: acquire_seconds(per[s]) for s in seeds}),
+                "acquire_seconds": _stat_block(
+                    {s: _mean(acquire_seconds(d) for d in draws(per[s])) for s in seeds}
+                ),
             }
         _paired_stats(st_out, baseline, ds_notes)
+        steps = budget_steps(c for per in curves.values() for cs in per.values() for c in cs)
+        if baseline is not None and len(st_out) > 1 and math.isfinite(steps[1]):
+            ds_notes.append(
+                f"budget grid: consecutive rounds' budgets differ by {steps[0]:.2f}x to "
+                f"{steps[1]:.2f}x, so a seed's budget to 95% read off the rounds (the saving "
+                "column) resolves a ratio only to those steps; the interpolated saving reads it "
+                "between rounds (a straight curve assumed)"
+            )
         restarts_total = sum(s["restarts"]["total"] for s in st_out.values())
         if reference is not None:
             restarts_total += reference["restarts"]
-        has_fraction = any(c[0].size for per in fraction_curves.values() for c in per.values())
+        has_fraction = any(
+            c[0].size for per in fraction_curves.values() for cs in per.values() for c in cs
+        )
         metrics = ("dice", *CLASS_METRICS) if axonmyelin else ("dice",)
         datasets[ds] = {
             "dataset": str(members[0]["dataset"]),
@@ -658,22 +805,29 @@ def correction_seconds(run: Mapping, cost: Mapping[str, float]) -> float:
     )
 
 
-def _lab_at_end(runs: list[Mapping]) -> dict[str, dict]:
-    """Mean and CI over seeds of the last round's lab figures and of the correction seconds
-    under each cost setting; empty for runs without them (task=myelin)."""
+def _lab_at_end(seeds: list[list[Mapping]]) -> dict[str, dict]:
+    """Mean and CI over seeds (each a list of draws, averaged) of the last round's lab figures
+    and of the correction seconds under each cost setting; empty for runs without them
+    (task=myelin)."""
+
+    def last_value(run: Mapping, metric: str) -> float:
+        last = _last_round(run)
+        v = None if last is None else (last.get("test") or {}).get(metric)
+        return float("nan") if v is None else float(v)
+
     out: dict[str, dict] = {}
     for metric in LAB_METRICS:
         vals = [
-            float(v)
-            for run in runs
-            if (last := _last_round(run)) is not None
-            and (v := (last.get("test") or {}).get(metric)) is not None
-            and math.isfinite(float(v))
+            v for runs in seeds if math.isfinite(v := _mean(last_value(r, metric) for r in runs))
         ]
         if vals:
             out[metric] = _cell(vals)
     for name, cost in COST_SETTINGS.items():
-        vals = [v for run in runs if math.isfinite(v := correction_seconds(run, cost))]
+        vals = [
+            v
+            for runs in seeds
+            if math.isfinite(v := _mean(correction_seconds(r, cost) for r in runs))
+        ]
         if vals:
             out[f"correction_seconds[{name}]"] = _cell(vals)
     return out
@@ -733,7 +887,12 @@ def _paired_stats(st_out: dict[str, dict], baseline: str | None, ds_notes: list[
         p, note = paired_wilcoxon([a[i] for i in ok], [b[i] for i in ok])
         pvals.append(p)
         mde = mde_paired([a[i] for i in ok], [b[i] for i in ok])
+        diffs = [a[i] - b[i] for i in ok]
+        sd = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else float("nan")
         ratio, ci, l_seeds, censored = _ratio_with_ci(cur["labels_to_95"], base["labels_to_95"])
+        i_ratio, i_ci, _, _ = _ratio_with_ci(
+            cur["labels_to_95_interpolated"], base["labels_to_95_interpolated"]
+        )
         f_ratio, f_ci, f_seeds, _ = _ratio_with_ci(
             cur["budget_fraction_to_95"], base["budget_fraction_to_95"]
         )
@@ -758,6 +917,12 @@ def _paired_stats(st_out: dict[str, dict], baseline: str | None, ds_notes: list[
             "fraction_ratio": f_ratio,
             "fraction_ratio_ci": f_ci,
             "n_paired_fraction": len(f_seeds),
+            "ratio_interpolated": i_ratio,
+            "ratio_interpolated_ci": i_ci,
+            "saving_95_interpolated": 1.0 - i_ratio if math.isfinite(i_ratio) else float("nan"),
+            "alc_diff_sd": sd,
+            "seeds_for_1_point": seeds_for_difference(sd, ONE_POINT),
+            "mixed": _mixed(cur["alc_per_subject"], base["alc_per_subject"]),
             "note": "; ".join(notes),
         }
         cur["saving_95"] = cur["stats"]["saving_95"]
@@ -770,6 +935,18 @@ def _paired_stats(st_out: dict[str, dict], baseline: str | None, ds_notes: list[
             f"p-values: two-sided Wilcoxon signed-rank on per-seed ALC vs {baseline}, "
             f"Holm-corrected across {len(others)} strateg{'y' if len(others) == 1 else 'ies'}"
         )
+
+
+def _mixed(cur: Mapping[str, Mapping], base: Mapping[str, Mapping]) -> dict:
+    """The mixed model of the per-subject ALC differences, paired by seed and test subject."""
+    diffs, subjects = [], []
+    for seed, per in cur.items():
+        for subject, value in per.items():
+            other = (base.get(seed) or {}).get(subject)
+            if other is not None and math.isfinite(value) and math.isfinite(other):
+                diffs.append(value - other)
+                subjects.append(subject)
+    return mixed_model_difference(diffs, subjects)
 
 
 def _jsonable(obj: Any) -> Any:

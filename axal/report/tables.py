@@ -259,6 +259,7 @@ def stats_table(d: dict) -> Table | None:
     ]
     if _show_pixels(d):
         head += ["pixel ratio @95%", "pixel ratio 95% CI"]
+    head += ["saving @95%, interpolated", "seeds for 1 point"]
     head.append("note")
     body = []
     for st, s in rows:
@@ -275,9 +276,100 @@ def stats_table(d: dict) -> Table | None:
         if _show_pixels(d):
             ci = s.get("fraction_ratio_ci") or [None, None]
             row += [_fmt(s.get("fraction_ratio")), f"[{_fmt(ci[0])}, {_fmt(ci[1])}]"]
+        ici = s.get("ratio_interpolated_ci") or [None, None]
+        saving = _num(s.get("saving_95_interpolated"))
+        row.append(
+            f"{100 * saving:+.1f}% [{_fmt_saving_ci(ici)}]" if math.isfinite(saving) else "—"
+        )
+        n1 = s.get("seeds_for_1_point")
+        row.append(str(n1) if n1 else "—")
         row.append(s["note"] or "")
         body.append(row)
     return head, body
+
+
+def _fmt_saving_ci(ci: list) -> str:
+    """A ratio CI [lo, hi] as the saving interval 1 − ratio: [1 − hi, 1 − lo], in %."""
+    lo, hi = (_num(v) for v in ci)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "—"
+    return f"{100 * (1 - hi):+.0f}%, {100 * (1 - lo):+.0f}%"
+
+
+def mixed_table(d: dict) -> Table | None:
+    """Per strategy: the ALC difference vs random under a mixed model with the test subject as
+    a random effect, its 95% CI, the variance components and the design's MDE."""
+    rows = [(st, s["stats"]["mixed"]) for st, s in d["strategies"].items() if s.get("stats")]
+    rows = [(st, m) for st, m in rows if m]
+    if not rows:
+        return None
+    head = [
+        "strategy",
+        "subjects",
+        "observations",
+        "ALC diff (mixed model)",
+        "95% CI",
+        "SD between subjects",
+        "SD within (seeds)",
+        "MDE (design)",
+        "gain",
+    ]
+    body = []
+    for st, m in rows:
+        ok = math.isfinite(_num(m.get("estimate")))
+        if not ok:
+            body.append([st, str(m["n_subjects"]), str(m["n_obs"]), "—", "—", "—", "—", "—", ""])
+            continue
+        verdict = (
+            "not shown (CI holds 0)"
+            if not m.get("shown")
+            else ("shown" if _num(m["estimate"]) > 0 else "shown: a loss")
+        )
+        body.append(
+            [
+                st,
+                str(m["n_subjects"]),
+                str(m["n_obs"]),
+                _fmt_signed(m["estimate"]),
+                f"[{_fmt_signed(m['ci_low'])}, {_fmt_signed(m['ci_high'])}]",
+                _fmt(math.sqrt(_num(m["var_between"]))),
+                _fmt(math.sqrt(_num(m["var_within"]))),
+                _fmt(m["mde"]),
+                verdict,
+            ]
+        )
+    return head, body
+
+
+def mixed_definitions() -> list[tuple[str, str]]:
+    """Meaning of the mixed-model columns."""
+    return [
+        (
+            "ALC diff (mixed model)",
+            "one observation per seed and test subject: the normalised ALC of that subject's "
+            "own Dice curve (same budget range) minus random's, a seed's replicates averaged; "
+            "fitted as difference ~ 1 + (1 | subject) by REML. Subjects tested in the same "
+            "seed share a model; with leave-one-subject-out folds each seed tests one.",
+        ),
+        (
+            "95% CI",
+            "estimate ± t(0.975, subjects − 1) × its standard error: the subjects are the "
+            "independent units. 'not shown' when it holds 0: the data exclude neither no gain "
+            "nor a gain up to its upper end.",
+        ),
+        (
+            "SD between subjects / within (seeds)",
+            "square roots of the REML variance components: how much the gain differs from "
+            "subject to subject, and from seed to seed on one subject.",
+        ),
+        (
+            "MDE (design)",
+            "minimum detectable difference of this design: (t(0.975, df) + t(0.8, df)) × "
+            "√((σ²between + σ²within / m) / subjects), m = seeds per subject, df = subjects − "
+            "1 (two-sided α = 0.05, power 0.8). More seeds shrink only the within part; more "
+            "subjects shrink both.",
+        ),
+    ]
 
 
 def _fmt_signed(x: Any) -> str:
@@ -449,6 +541,22 @@ def stats_definitions(d: dict) -> list[tuple[str, str]]:
                 "the same ratio and bootstrap CI on the labelled-pixel fraction to 95%.",
             )
         )
+    terms += [
+        (
+            "saving @95%, interpolated",
+            f"1 − the same ratio, with each seed's {reach}-to-95% interpolated linearly between "
+            "the two rounds that straddle the target (censored seeds as above), and its "
+            "bootstrap interval. Read off the rounds, one seed's budget can only be a round's "
+            "budget, so its ratio moves in steps of the budget grid (the note below names "
+            "them).",
+        ),
+        (
+            "seeds for 1 point",
+            "paired seeds a two-sided paired t test (α = 0.05) needs to detect a true ALC gain "
+            "of 1 Dice point with power 0.8, given the SD of these per-seed ALC differences: "
+            "exact, from the noncentral t distribution.",
+        ),
+    ]
     return terms
 
 
@@ -514,6 +622,10 @@ def _markdown(summary: dict) -> str:
         if st:
             lines += ["", f"Paired statistics vs {d['baseline']} (by seed):", ""]
             lines += _md_table(st)
+        mixed = mixed_table(d)
+        if mixed:
+            lines += ["", f"Per test subject, mixed model vs {d['baseline']}:", ""]
+            lines += _md_table(mixed)
         for title, table in subject_tables(d):
             lines += ["", f"{title} per test subject:", ""]
             lines += _md_table(table)
@@ -526,6 +638,7 @@ def _markdown(summary: dict) -> str:
             )
         lines += ["", "Columns and symbols:", ""]
         terms = definitions(d) + (stats_definitions(d) if st else [])
+        terms += mixed_definitions() if mixed else []
         lines += [f"- **{term}**: {text}" for term, text in terms]
         if subject_tables(d):
             lines.append(f"- **per test subject**: {subject_note(d)}")
