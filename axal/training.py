@@ -112,8 +112,15 @@ def make_trainer(
     cfg: DictConfig, steps: int, callbacks: list[L.Callback], has_val: bool
 ) -> L.Trainer:
     """A Trainer for one epoch of exactly ``steps`` batches (validated once, at its end)."""
+    import os
+
+    from lightning.pytorch.plugins.environments import LightningEnvironment
+
     t = cfg.trainer
     return L.Trainer(
+        # under SLURM, submitit owns signals and requeue; Lightning's SLURMEnvironment would take
+        # USR1 or end the job early (Lightning #20056, #14610): docs/sweeps.md#slurm
+        plugins=[LightningEnvironment()] if "SLURM_JOB_ID" in os.environ else None,
         max_epochs=1,
         max_steps=steps,
         accelerator=t.accelerator,

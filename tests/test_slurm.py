@@ -1,0 +1,164 @@
+"""A sweep on a real SLURM (one node, on this machine): requeued mid-run, it ends as a local one.
+
+The cluster (:mod:`tests.slurm_cluster`) needs root and Debian's ``slurm-wlm`` and ``munge``.
+Where it cannot start, the test skips with the reason, except under ``AXAL_REQUIRE_SLURM=1``
+(set by ``.ci/run``), where that is a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from axal.rundir import flatten
+from tests.conftest import ROOT
+from tests.slurm_cluster import LocalSlurm, SlurmUnavailable
+
+REQUIRED = os.environ.get("AXAL_REQUIRE_SLURM") == "1"
+ENV = dict(os.environ, WANDB_MODE="offline", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+STRATEGIES = ("random", "bald")
+ROUNDS = 3
+
+
+def _unavailable(reason: str) -> None:
+    if REQUIRED:
+        pytest.fail(f"AXAL_REQUIRE_SLURM=1 but SLURM cannot run here: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    try:
+        import submitit  # noqa: F401
+    except ImportError:
+        _unavailable("submitit is not installed (pip install -e '.[slurm]')")
+    if not sys.platform.startswith("linux"):
+        _unavailable("the test cluster runs on Linux only")
+    cluster = LocalSlurm(tmp_path_factory.mktemp("slurm"))
+    try:
+        cluster.start()
+    except SlurmUnavailable as err:
+        _unavailable(f"SLURM could not be started: {err}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def _sweep(sweep_dir: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "sweep.py",
+        "experiment=smoke",
+        f"sweep.dir={sweep_dir}",
+        f"sweep.grid.strategy=[{','.join(STRATEGIES)}]",
+        "sweep.grid.seed=[0]",
+        f"al.rounds={ROUNDS}",
+        "sweep.threads=1",
+        *extra,
+    ]
+
+
+def _results(job: Path) -> dict | None:
+    try:
+        return json.loads((job / "results.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _metrics(record: dict) -> dict:
+    """A round's test metrics (per subject too) and training loss, as flat numbers."""
+    flat = flatten({"test": record["test"], "train_loss": record["train_loss"]})
+    return {k: v for k, v in flat.items() if v is not None}
+
+
+def _scontrol(cluster: LocalSlurm, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["scontrol", *args], env=cluster.env, capture_output=True, text=True)
+
+
+def _requeue_mid_run(cluster: LocalSlurm, sweep_dir: Path, proc: subprocess.Popen) -> str:
+    """Requeue the first job whose round 0 is recorded while later rounds are still to come;
+    return its task id. SLURM holds a requeued job for two minutes: release it at once."""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        record = sweep_dir / "slurm" / "jobs.json"
+        tasks = json.loads(record.read_text()) if record.exists() else {}
+        for run_dir, task in tasks.items():
+            results = _results(Path(run_dir))
+            if results and results["rounds"] and not results["finished"]:
+                requeued = _scontrol(cluster, "requeue", task)
+                assert requeued.returncode == 0, requeued.stderr
+                _release(cluster, task)
+                return task
+        time.sleep(0.1)
+    out = proc.stdout.read() if proc.poll() is not None else ""
+    raise AssertionError(f"no job was caught between round 0 and its end:\n{out[-3000:]}")
+
+
+def _release(cluster: LocalSlurm, task: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        info = _scontrol(cluster, "show", "job", task).stdout
+        if "JobState=PENDING" in info:
+            _scontrol(cluster, "update", f"JobId={task}", "StartTime=now")
+        elif "Restarts=1" in info and "JobState=REQUEUED" not in info:
+            return  # running again (or already done)
+        time.sleep(0.3)
+    raise AssertionError(f"requeued job {task} did not start again:\n{info}")
+
+
+def test_a_slurm_sweep_requeued_mid_run_resumes_and_matches_a_local_sweep(slurm, tmp_path):
+    on_slurm, local = tmp_path / "slurm", tmp_path / "local"
+    env = dict(slurm.env, **{k: ENV[k] for k in ("WANDB_MODE", "OMP_NUM_THREADS")})
+    proc = subprocess.Popen(
+        _sweep(
+            on_slurm,
+            "sweep.launcher=slurm",
+            "sweep.slurm.cpus_per_task=1",
+            "sweep.slurm.time=10",
+            "sweep.slurm.poll=1",
+        ),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    reference = subprocess.Popen(
+        _sweep(local), cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        task = _requeue_mid_run(slurm, on_slurm, proc)
+        out, _ = proc.communicate(timeout=480)
+        local_out = reference.communicate(timeout=480)[0].decode(errors="replace")
+    finally:
+        for p in (proc, reference):
+            if p.poll() is None:
+                p.kill()
+    assert proc.returncode == 0, out[-4000:]
+    assert reference.returncode == 0, local_out[-4000:]
+    assert "Restarts=1" in _scontrol(slurm, "show", "job", task).stdout
+    tasks = json.loads((on_slurm / "slurm" / "jobs.json").read_text())
+    resumed = [d for d, t in tasks.items() if t == task]
+    for strategy in STRATEGIES:
+        job = Path("strategy=" + strategy) / "seed0"
+        got, want = _results(on_slurm / job), _results(local / job)
+        assert got and got["finished"] and len(got["rounds"]) == ROUNDS, out[-3000:]
+        assert [r["selected"] for r in got["rounds"]] == [r["selected"] for r in want["rounds"]]
+        assert [r["labelled"] for r in got["rounds"]] == [r["labelled"] for r in want["rounds"]]
+        for mine, theirs in zip(got["rounds"], want["rounds"]):
+            assert _metrics(mine) == pytest.approx(_metrics(theirs), rel=1e-6, abs=1e-9)
+        if str(on_slurm / job) in resumed:  # continued from its last finished round, not redone
+            (resume,) = got["resumes"]
+            assert 1 <= resume["from_round"] < ROUNDS
+        else:
+            assert "resumes" not in got
+    assert len(resumed) == 1
+    assert (on_slurm / "report" / "report.html").exists()
+    assert "COMPLETED" in out
