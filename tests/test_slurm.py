@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -102,12 +103,15 @@ def _requeue_mid_run(cluster: LocalSlurm, sweep_dir: Path, proc: subprocess.Pope
 
 
 def _release(cluster: LocalSlurm, task: str) -> None:
+    """Once the requeued ``task`` is pending again, let it start now; return when it has."""
     deadline = time.monotonic() + 60
+    pending = False
     while time.monotonic() < deadline:
         info = _scontrol(cluster, "show", "job", task).stdout
         if "JobState=PENDING" in info:
+            pending = True
             _scontrol(cluster, "update", f"JobId={task}", "StartTime=now")
-        elif "Restarts=1" in info and "JobState=REQUEUED" not in info:
+        elif pending:
             return  # running again (or already done)
         time.sleep(0.3)
     raise AssertionError(f"requeued job {task} did not start again:\n{info}")
@@ -162,3 +166,52 @@ def test_a_slurm_sweep_requeued_mid_run_resumes_and_matches_a_local_sweep(slurm,
     assert len(resumed) == 1
     assert (on_slurm / "report" / "report.html").exists()
     assert "COMPLETED" in out
+
+
+def test_under_slurm_lightning_neither_detects_slurm_nor_takes_its_signals(monkeypatch):
+    """Lightning's SLURMEnvironment would requeue on USR1 itself and can end the job early;
+    under SLURM every axal Trainer runs with a plain LightningEnvironment instead."""
+    import lightning as L
+    from lightning.fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
+
+    from axal.training import make_trainer
+    from tests.conftest import compose_cfg
+
+    for key, value in {"SLURM_JOB_ID": "7", "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "axal"}.items():
+        monkeypatch.setenv(key, value)
+    plain = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False)
+    assert isinstance(plain._accelerator_connector.cluster_environment, SLURMEnvironment)
+
+    trainer = make_trainer(compose_cfg(["experiment=smoke"]), 1, [], has_val=False)
+    assert isinstance(trainer._accelerator_connector.cluster_environment, LightningEnvironment)
+    before = signal.getsignal(signal.SIGUSR1)
+    trainer._signal_connector.register_signal_handlers()
+    try:
+        assert signal.getsignal(signal.SIGUSR1) is before  # no Lightning requeue handler
+    finally:
+        trainer._signal_connector.teardown()
+
+
+def test_a_run_started_by_submitit_leaves_the_preemption_signal_to_its_parent():
+    """SLURM sends USR2 to every process of a job; run.py must survive it (submitit, in its
+    parent, checkpoints and stops it), and still stop on SIGTERM."""
+    code = (
+        "import os, signal\n"
+        "from axal.interrupt import Interrupted, stop_on_signals\n"
+        "stop_on_signals()\n"
+        "os.kill(os.getpid(), signal.SIGUSR2)\n"
+        "try:\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "except Interrupted as err:\n"
+        "    print('alive after USR2, stopped by', err)\n"
+    )
+    env = dict(ENV, AXAL_SUBMITIT_SIGNAL="USR2")
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "alive after USR2, stopped by SIGTERM" in proc.stdout
+    without = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True
+    )
+    assert without.returncode == -signal.SIGUSR2  # outside submitit USR2 is not ours to ignore
