@@ -1,4 +1,8 @@
-"""A sweep on a real SLURM (one node, on this machine): requeued mid-run, it ends as a local one.
+"""A sweep on a real SLURM (one node, on this machine): interrupted mid-run, it ends as a local one.
+
+One job is requeued by ``scontrol requeue`` (SIGTERM), the other gets USR2 (what SLURM sends
+before a time limit or a signalling preemption: submitit checkpoints and requeues it); both
+resume from their last finished round with the picks and metrics of a local sweep.
 
 The cluster (:mod:`tests.slurm_cluster`) needs root and Debian's ``slurm-wlm`` and ``munge``.
 Where it cannot start, the test skips with the reason, except under ``AXAL_REQUIRE_SLURM=1``
@@ -83,23 +87,39 @@ def _scontrol(cluster: LocalSlurm, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["scontrol", *args], env=cluster.env, capture_output=True, text=True)
 
 
-def _requeue_mid_run(cluster: LocalSlurm, sweep_dir: Path, proc: subprocess.Popen) -> str:
-    """Requeue the first job whose round 0 is recorded while later rounds are still to come;
-    return its task id. SLURM holds a requeued job for two minutes: release it at once."""
+# how each job is interrupted: SLURM's requeue (SIGTERM, as PreemptMode=REQUEUE does), then the
+# signal SLURM sends before a time limit or a signalling preemption (submitit checkpoints)
+INTERRUPTIONS = (("scontrol", "requeue"), ("scancel", "--signal=USR2"))
+
+
+def _interrupt_mid_run(
+    cluster: LocalSlurm, sweep_dir: Path, proc: subprocess.Popen
+) -> dict[str, str]:
+    """Interrupt each job once its round 0 is recorded and later rounds are still to come, one
+    way each (:data:`INTERRUPTIONS`); return ``{task id: how}``. SLURM holds a requeued job
+    for two minutes: each is released at once."""
+    done: dict[str, str] = {}
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
+    while len(done) < len(INTERRUPTIONS) and time.monotonic() < deadline and proc.poll() is None:
         record = sweep_dir / "slurm" / "jobs.json"
         tasks = json.loads(record.read_text()) if record.exists() else {}
         for run_dir, task in tasks.items():
             results = _results(Path(run_dir))
-            if results and results["rounds"] and not results["finished"]:
-                requeued = _scontrol(cluster, "requeue", task)
-                assert requeued.returncode == 0, requeued.stderr
-                _release(cluster, task)
-                return task
+            if task in done or not results or not results["rounds"] or results["finished"]:
+                continue
+            how = INTERRUPTIONS[len(done)]
+            sent = subprocess.run([*how, task], env=cluster.env, capture_output=True, text=True)
+            assert sent.returncode == 0, sent.stderr
+            done[task] = " ".join(how)
+            if len(done) == len(INTERRUPTIONS):
+                break
         time.sleep(0.1)
-    out = proc.stdout.read() if proc.poll() is not None else ""
-    raise AssertionError(f"no job was caught between round 0 and its end:\n{out[-3000:]}")
+    if len(done) < len(INTERRUPTIONS):
+        out = proc.stdout.read() if proc.poll() is not None else ""
+        raise AssertionError(f"only {done} caught between round 0 and the end:\n{out[-3000:]}")
+    for task in done:
+        _release(cluster, task)
+    return done
 
 
 def _release(cluster: LocalSlurm, task: str) -> None:
@@ -117,7 +137,7 @@ def _release(cluster: LocalSlurm, task: str) -> None:
     raise AssertionError(f"requeued job {task} did not start again:\n{info}")
 
 
-def test_a_slurm_sweep_requeued_mid_run_resumes_and_matches_a_local_sweep(slurm, tmp_path):
+def test_a_slurm_sweep_interrupted_mid_run_resumes_and_matches_a_local_sweep(slurm, tmp_path):
     on_slurm, local = tmp_path / "slurm", tmp_path / "local"
     env = dict(slurm.env, **{k: ENV[k] for k in ("WANDB_MODE", "OMP_NUM_THREADS")})
     proc = subprocess.Popen(
@@ -138,7 +158,7 @@ def test_a_slurm_sweep_requeued_mid_run_resumes_and_matches_a_local_sweep(slurm,
         _sweep(local), cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     try:
-        task = _requeue_mid_run(slurm, on_slurm, proc)
+        interrupted = _interrupt_mid_run(slurm, on_slurm, proc)
         out, _ = proc.communicate(timeout=480)
         local_out = reference.communicate(timeout=480)[0].decode(errors="replace")
     finally:
@@ -147,23 +167,24 @@ def test_a_slurm_sweep_requeued_mid_run_resumes_and_matches_a_local_sweep(slurm,
                 p.kill()
     assert proc.returncode == 0, out[-4000:]
     assert reference.returncode == 0, local_out[-4000:]
-    assert "Restarts=1" in _scontrol(slurm, "show", "job", task).stdout
     tasks = json.loads((on_slurm / "slurm" / "jobs.json").read_text())
-    resumed = [d for d, t in tasks.items() if t == task]
+    assert set(interrupted) == set(tasks.values())
     for strategy in STRATEGIES:
-        job = Path("strategy=" + strategy) / "seed0"
-        got, want = _results(on_slurm / job), _results(local / job)
+        job = on_slurm / f"strategy={strategy}" / "seed0"
+        got, want = _results(job), _results(local / job.relative_to(on_slurm))
+        task = tasks[str(job)]
+        assert "Restarts=1" in _scontrol(slurm, "show", "job", task).stdout, interrupted[task]
         assert got and got["finished"] and len(got["rounds"]) == ROUNDS, out[-3000:]
         assert [r["selected"] for r in got["rounds"]] == [r["selected"] for r in want["rounds"]]
         assert [r["labelled"] for r in got["rounds"]] == [r["labelled"] for r in want["rounds"]]
         for mine, theirs in zip(got["rounds"], want["rounds"]):
             assert _metrics(mine) == pytest.approx(_metrics(theirs), rel=1e-6, abs=1e-9)
-        if str(on_slurm / job) in resumed:  # continued from its last finished round, not redone
-            (resume,) = got["resumes"]
-            assert 1 <= resume["from_round"] < ROUNDS
-        else:
-            assert "resumes" not in got
-    assert len(resumed) == 1
+        # continued from its last finished round, not redone from scratch
+        (resume,) = got["resumes"]
+        assert 1 <= resume["from_round"] < ROUNDS, interrupted[task]
+        if "USR2" in interrupted[task]:  # submitit's handler checkpointed and requeued it
+            logs = "".join(p.read_text() for p in (on_slurm / "slurm").rglob(f"{task}_*log.*"))
+            assert "Calling checkpoint method" in logs and "stopped for requeue" in logs, logs
     assert (on_slurm / "report" / "report.html").exists()
     assert "COMPLETED" in out
 
