@@ -12,6 +12,9 @@ is waited for, never run twice at once. An unreadable results.json is moved asid
 Jobs that differ only in strategy train round 0 once and share it (``sweep.share_first_round``,
 :mod:`axal.first_round`); a free worker starts a job of a seed with none running
 (:func:`next_job`), so no job sits idle waiting for a sibling's round 0.
+
+``sweep.launcher=slurm`` starts the same jobs as the tasks of a SLURM job array instead
+(:mod:`axal.slurm`): each task calls :func:`run_job`, so nothing else changes.
 """
 
 from __future__ import annotations
@@ -142,6 +145,7 @@ def set_aside(run_dir: Path) -> Path:
 _live: set[subprocess.Popen] = set()
 _live_lock = threading.Lock()
 _stopping = threading.Event()
+_on_slurm = threading.Event()  # waiting for a SLURM array: its jobs go on without us
 
 
 def _wait_until_free(job: Job, poll: float = 2.0) -> None:
@@ -232,7 +236,14 @@ def _stop_jobs(signum: int, frame: object) -> None:
             proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             proc.kill()
-    print(f"sweep: stopped by signal {signum}; rerun the same command to resume", flush=True)
+    if _on_slurm.is_set():
+        print(
+            f"sweep: stopped waiting (signal {signum}); the SLURM jobs go on. Rerun the same "
+            "command to wait for them (nothing is submitted twice) and write the report",
+            flush=True,
+        )
+    else:
+        print(f"sweep: stopped by signal {signum}; rerun the same command to resume", flush=True)
     raise SystemExit(128 + signum)
 
 
@@ -354,7 +365,11 @@ def _run_on_slurm(cfg: DictConfig, todo: list[Job], pending: list[Job]) -> None:
     )
     if pending:
         threads = cfg.sweep.get("threads")
-        run_on_slurm(cfg, pending, int(threads) if threads else None, sweep_base(cfg))
+        _on_slurm.set()
+        try:
+            run_on_slurm(cfg, pending, int(threads) if threads else None, sweep_base(cfg))
+        finally:
+            _on_slurm.clear()
     for job in pending:
         if job.status in ("done", "failed"):
             print(f"sweep: {job.status:6s} {job.run_dir}", flush=True)

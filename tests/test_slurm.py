@@ -140,19 +140,21 @@ def _release(cluster: LocalSlurm, task: str) -> None:
 def test_a_slurm_sweep_interrupted_mid_run_resumes_and_matches_a_local_sweep(slurm, tmp_path):
     on_slurm, local = tmp_path / "slurm", tmp_path / "local"
     env = dict(slurm.env, **{k: ENV[k] for k in ("WANDB_MODE", "OMP_NUM_THREADS")})
+    args = _sweep(
+        on_slurm,
+        "sweep.launcher=slurm",
+        "sweep.slurm.cpus_per_task=1",
+        "sweep.slurm.time=10",  # so short that submitit counts the USR2 as a time-out
+        "sweep.slurm.poll=1",
+    )
+    # submit and return; then the same command waits for the array instead of resubmitting it
+    submit = subprocess.run(
+        [*args, "sweep.slurm.wait=false"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
+    assert "submitted 2 job(s) as SLURM array" in submit.stdout
     proc = subprocess.Popen(
-        _sweep(
-            on_slurm,
-            "sweep.launcher=slurm",
-            "sweep.slurm.cpus_per_task=1",
-            "sweep.slurm.time=10",
-            "sweep.slurm.poll=1",
-        ),
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     reference = subprocess.Popen(
         _sweep(local), cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
@@ -185,6 +187,7 @@ def test_a_slurm_sweep_interrupted_mid_run_resumes_and_matches_a_local_sweep(slu
         if "USR2" in interrupted[task]:  # submitit's handler checkpointed and requeued it
             logs = "".join(p.read_text() for p in (on_slurm / "slurm").rglob(f"{task}_*log.*"))
             assert "Calling checkpoint method" in logs and "stopped for requeue" in logs, logs
+    assert "2 job(s) already queued or running" in out and "submitted" not in out
     assert (on_slurm / "report" / "report.html").exists()
     assert "COMPLETED" in out
 
