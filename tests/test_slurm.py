@@ -239,3 +239,22 @@ def test_a_run_started_by_submitit_leaves_the_preemption_signal_to_its_parent():
         [sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True
     )
     assert without.returncode == -signal.SIGUSR2  # outside submitit USR2 is not ours to ignore
+
+
+def test_the_array_lists_one_job_per_seed_first(tmp_path):
+    """Array tasks start in index order: a seed's second strategy placed right after its first
+    would wait for that job's round 0 while another seed's job could work."""
+    pytest.importorskip("submitit")
+    from axal.slurm import _ordered
+    from axal.sweep import compose_sweep, expand
+
+    overrides = [
+        "experiment=smoke",
+        f"sweep.dir={tmp_path}",
+        "sweep.grid.strategy=[random,bald,entropy]",
+        "sweep.grid.seed=[0,1]",
+    ]
+    jobs = expand(compose_sweep(overrides), [])
+    order = [(j.run_dir.parent.name, j.run_dir.name) for j in _ordered(jobs)]
+    assert [seed for _, seed in order] == ["seed0", "seed1"] * 3
+    assert sorted(order) == sorted((j.run_dir.parent.name, j.run_dir.name) for j in jobs)
