@@ -112,15 +112,13 @@ def make_trainer(
     cfg: DictConfig, steps: int, callbacks: list[L.Callback], has_val: bool
 ) -> L.Trainer:
     """A Trainer for one epoch of exactly ``steps`` batches (validated once, at its end)."""
-    import os
-
     from lightning.pytorch.plugins.environments import LightningEnvironment
 
     t = cfg.trainer
     return L.Trainer(
-        # under SLURM, submitit owns signals and requeue; Lightning's SLURMEnvironment would take
-        # USR1 or end the job early (Lightning #20056, #14610): docs/sweeps.md#slurm
-        plugins=[LightningEnvironment()] if "SLURM_JOB_ID" in os.environ else None,
+        # one process per run: no cluster detection, so under SLURM Lightning neither requeues
+        # (USR1) nor ends the job early (#20056, #14610); submitit owns that (docs/sweeps.md#slurm)
+        plugins=[LightningEnvironment()],
         max_epochs=1,
         max_steps=steps,
         accelerator=t.accelerator,
