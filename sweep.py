@@ -3,12 +3,14 @@
     python sweep.py experiment=paper_tem                # run the grid, skip finished jobs, report
     python sweep.py experiment=tem_cpu sweep.jobs=2     # two jobs at a time
     python sweep.py experiment=quick seed=1 trainer.max_epochs=3   # extra overrides reach every job
+    python sweep.py experiment=tem_tile sweep.launcher=slurm sweep.slurm.partition=gpu  # on SLURM
     python sweep.py report results/runs/tem --out results/tem     # report on existing runs
     python sweep.py list experiment=tem_tile_axonmyelin # the jobs and their state, none run
 
 Unlike plain Hydra multirun, a killed sweep resumes where it stopped: every job has a fixed
 directory, a job whose results.json says ``finished`` is skipped, and an unfinished one is
-resumed from its last finished round.
+resumed from its last finished round. With ``sweep.launcher=slurm`` the jobs run as a SLURM job
+array (submitit), with the same folders and resume; see docs/sweeps.md#slurm.
 """
 
 from __future__ import annotations

@@ -14,6 +14,9 @@ is waited for, never run twice at once. An unreadable results.json is moved asid
 Jobs that differ only in strategy train round 0 once and share it (``sweep.share_first_round``,
 :mod:`axal.first_round`); a free worker starts a job of a seed with none running
 (:func:`next_job`), so no job sits idle waiting for a sibling's round 0.
+
+``sweep.launcher=slurm`` starts the same jobs as the tasks of a SLURM job array instead
+(:mod:`axal.slurm`): each task calls :func:`run_job`, so nothing else changes.
 """
 
 from __future__ import annotations
@@ -174,6 +177,7 @@ def set_aside(run_dir: Path) -> Path:
 _live: set[subprocess.Popen] = set()
 _live_lock = threading.Lock()
 _stopping = threading.Event()
+_on_slurm = threading.Event()  # waiting for a SLURM array: its jobs go on without us
 
 
 def _wait_until_free(job: Job, poll: float = 2.0) -> None:
@@ -195,8 +199,13 @@ def _threads_per_job(jobs: int) -> int:
     return max(1, usable_cpus() // max(1, jobs))
 
 
-def run_job(job: Job, threads: int, python: str = sys.executable) -> Job:
-    """Run one job in a subprocess; its output goes to ``<run dir>/sweep.log``."""
+def run_job(
+    job: Job, threads: int, python: str = sys.executable, env: dict[str, str] | None = None
+) -> Job:
+    """Run one job in a subprocess; its output goes to ``<run dir>/sweep.log``.
+
+    ``env`` adds to the job's environment (a SLURM task names the signal its parent owns).
+    """
     job.run_dir.mkdir(parents=True, exist_ok=True)
     _wait_until_free(job)
     if _stopping.is_set():
@@ -223,7 +232,8 @@ def run_job(job: Job, threads: int, python: str = sys.executable) -> Job:
     cmd.append("trainer.progress=false")
     if job.status == "resumable":
         cmd.append(f"resume={quoted}")
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    env = dict(os.environ, **(env or {}))
+    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     env[PARENT_ENV] = str(os.getpid())  # the job dies with this process
     job.log_path = job.run_dir / "sweep.log"
     with open(job.log_path, "a") as out:
@@ -240,6 +250,7 @@ def run_job(job: Job, threads: int, python: str = sys.executable) -> Job:
         finally:
             with _live_lock:
                 _live.discard(proc)
+    job.extra["returncode"] = returncode
     job.status = "done" if returncode == 0 and job_state(job.run_dir) == "finished" else "failed"
     return job
 
@@ -257,7 +268,14 @@ def _stop_jobs(signum: int, frame: object) -> None:
             proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             proc.kill()
-    print(f"sweep: stopped by signal {signum}; rerun the same command to resume", flush=True)
+    if _on_slurm.is_set():
+        print(
+            f"sweep: stopped waiting (signal {signum}); the SLURM jobs go on. Rerun the same "
+            "command to wait for them (nothing is submitted twice) and write the report",
+            flush=True,
+        )
+    else:
+        print(f"sweep: stopped by signal {signum}; rerun the same command to resume", flush=True)
     raise SystemExit(128 + signum)
 
 
@@ -335,6 +353,12 @@ def _run_jobs(cfg: DictConfig, todo: list[Job], jobs: int | None) -> None:
         if job.status == "finished":
             job.status = "skipped"
     pending = [j for j in todo if j.status != "skipped"]
+    launcher = str(cfg.sweep.get("launcher") or "local")
+    if launcher not in ("local", "slurm"):
+        raise ConfigError(f"sweep.launcher={launcher}: choose local or slurm")
+    if launcher == "slurm":
+        _run_on_slurm(cfg, todo, pending)
+        return
     n_jobs = int(jobs or cfg.sweep.get("jobs", 1))
     threads = int(cfg.sweep.get("threads") or _threads_per_job(n_jobs))
     print(
@@ -356,6 +380,41 @@ def _run_jobs(cfg: DictConfig, todo: list[Job], jobs: int | None) -> None:
                 job = running.pop(future)
                 future.result()
                 print(f"sweep: {job.status:6s} {job.run_dir}", flush=True)
+    _say_failed(todo)
+
+
+def _run_on_slurm(cfg: DictConfig, todo: list[Job], pending: list[Job]) -> None:
+    try:
+        from axal.slurm import run_on_slurm
+    except ImportError as err:
+        raise ConfigError(
+            f"sweep.launcher=slurm needs submitit ({err}): pip install -e '.[slurm]'"
+        ) from err
+    print(
+        f"sweep: {len(todo)} jobs, {len(todo) - len(pending)} already finished, "
+        f"{len(pending)} to run on SLURM",
+        flush=True,
+    )
+    if pending:
+        threads = cfg.sweep.get("threads")
+        _on_slurm.set()
+        try:
+            run_on_slurm(cfg, pending, int(threads) if threads else None, sweep_base(cfg))
+        finally:
+            _on_slurm.clear()
+    for job in pending:
+        if job.status in ("done", "failed"):
+            print(f"sweep: {job.status:6s} {job.run_dir}", flush=True)
+    _say_failed(todo)
+
+
+def sweep_base(cfg: DictConfig) -> Path:
+    """``sweep.dir`` as an absolute path (relative ones are under the repository)."""
+    base = Path(cfg.sweep.dir)
+    return base if base.is_absolute() else ROOT / base
+
+
+def _say_failed(todo: list[Job]) -> None:
     failed = [j for j in todo if j.status == "failed"]
     for job in failed:
         print(f"sweep: FAILED {job.run_dir} (see {job.log_path})", file=sys.stderr, flush=True)
@@ -423,9 +482,10 @@ def main_sweep(overrides: list[str]) -> int:
             raise
         print(errors.paragraph(err), file=sys.stderr, flush=True)
         return 1
-    base = Path(cfg.sweep.dir)
-    base = base if base.is_absolute() else ROOT / base
+    base = sweep_base(cfg)
     runs = [j.run_dir for j in jobs if job_state(j.run_dir) != "pending"]
+    if any(j.status == "submitted" for j in jobs):  # sweep.slurm.wait=false: nothing to report yet
+        return 0
     if runs:
         report_dir = Path(cfg.sweep.get("report_dir") or base / "report")
         report_dir = report_dir if report_dir.is_absolute() else ROOT / report_dir

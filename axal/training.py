@@ -114,8 +114,13 @@ def make_trainer(
     cfg: DictConfig, steps: int, callbacks: list[L.Callback], has_val: bool
 ) -> L.Trainer:
     """A Trainer for one epoch of exactly ``steps`` batches (validated once, at its end)."""
+    from lightning.pytorch.plugins.environments import LightningEnvironment
+
     t = cfg.trainer
     return L.Trainer(
+        # one process per run: no cluster detection, so under SLURM Lightning neither requeues
+        # (USR1) nor ends the job early (#20056, #14610); submitit owns that (docs/sweeps.md#slurm)
+        plugins=[LightningEnvironment()],
         max_epochs=1,
         max_steps=steps,
         accelerator=t.accelerator,
