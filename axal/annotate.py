@@ -62,6 +62,7 @@ from axal.data import DataError, Sample, load_dataset, resample
 from axal.errors import override
 from axal.figures import save_overlay_png
 from axal.loop import active_round, check_config, make_strategy, round_steps, strategy_label
+from axal.midround import partial_path
 from axal.pools import ActiveDataModule, Unit, image_units
 from axal.predict import segment
 from axal.rundir import RunLock
@@ -507,6 +508,7 @@ def _annotate_locked(
     }
     state["rounds"].append(record)
     atomic_write_json(out / RECORD, state)  # after the checkpoint it names (active_round)
+    partial_path(ckpts / f"round-{r}.ckpt").unlink(missing_ok=True)  # the round is recorded
     write_suggestions_csv(out / "suggestions.csv", suggestions)
     write_page(out / "annotate.html", state)
     log.info(

@@ -43,6 +43,7 @@ from axal.checkpoint import load_weights, save_checkpoint
 from axal.data import check_foreground, load_dataset, split_by_subject
 from axal.errors import ConfigError
 from axal.first_round import data_digest, entry_dir, restore_with, shared_fit
+from axal.midround import partial_path
 from axal.morphometrics import CostModel
 from axal.networks import PLACEMENTS
 from axal.pools import TASKS, UNITS, ActiveDataModule, Unit, unit_splits
@@ -151,10 +152,10 @@ def check_config(cfg: DictConfig) -> None:
         values = list(value) if key == "per_round" and OmegaConf.is_list(value) else [value]
         if not values or any(not isinstance(v, int) or v < 1 for v in values):
             raise ConfigError(f"al.{key}={value!r} must be a positive integer")
-    for key in ("steps", "finetune_steps", "max_restarts"):
+    for key in ("steps", "finetune_steps", "max_restarts", "checkpoint_every"):
         value = cfg.trainer.get(key)
-        minimum = 0 if key == "max_restarts" else 1
-        if value is None and key == "finetune_steps":
+        minimum = 0 if key in ("max_restarts", "checkpoint_every") else 1
+        if value is None and key in ("finetune_steps", "checkpoint_every"):
             continue
         if not isinstance(value, int) or value < minimum:
             raise ConfigError(f"trainer.{key}={value!r} must be an integer >= {minimum}")
@@ -463,7 +464,16 @@ def active_round(
     callbacks = ([callback] if k and dm.test else []) + list(extra_callbacks or [])
 
     def train() -> RoundFit:
-        return fit_round(cfg, dm, make_model, seed, steps, callbacks, from_scratch=previous is None)
+        return fit_round(
+            cfg,
+            dm,
+            make_model,
+            seed,
+            steps,
+            callbacks,
+            from_scratch=previous is None,
+            partial=partial_path(checkpoint),  # in the run folder, even for a shared round 0
+        )
 
     sharing = None
     if shared is None:

@@ -14,14 +14,14 @@ a strategy picked, nor on how many units are labelled.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from axal.data import Sample
 from axal.data.augment import sample_patch, train_transform, window_size
@@ -159,9 +159,14 @@ class PatchDataset(Dataset):
             raise ValueError("no labelled unit to draw training patches from")
         self.regions, self.length, self.patch_size = regions, length, patch_size
         self.window = window_size(patch_size, augment)
+        self.augment = augment
         # drawn from torch's RNG, which the loop seeds each round
-        self.seed = int(torch.randint(2**31 - 1, (1,)).item())
-        self.transform = train_transform(patch_size, augment, seed=self.seed)
+        self.reseed(int(torch.randint(2**31 - 1, (1,)).item()))
+
+    def reseed(self, seed: int) -> None:
+        """Draw the patches of ``seed`` (a resumed round's, from its checkpoint)."""
+        self.seed = int(seed)
+        self.transform = train_transform(self.patch_size, self.augment, seed=self.seed)
 
     def __len__(self) -> int:
         return self.length
@@ -190,6 +195,40 @@ class PatchDataset(Dataset):
             self.transform, image, mask, self._centre(unit, rng), self.window
         )
         return torch.from_numpy(patch)[None], torch.from_numpy(target)
+
+
+class _From(Sampler):
+    """Indices ``start, ..., length - 1``; ``start`` applies to the next pass only."""
+
+    def __init__(self, length: int) -> None:
+        self.length, self.start = length, 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[int]:
+        start, self.start = self.start, 0
+        return iter(range(start, self.length))
+
+
+class PatchLoader(DataLoader):
+    """The training loader, resumable mid-round (Lightning saves its ``state_dict`` in every
+    checkpoint and loads it on ``ckpt_path=``): its state is the patch seed and the batches
+    already trained, ``trained()`` (one optimizer step per batch), and a resumed loader goes on
+    with the very batch an uninterrupted one would have drawn next. Prefetched batches do not
+    count: they were drawn but not trained."""
+
+    def __init__(self, dataset: PatchDataset, trained: Callable[[], int], **kwargs: Any) -> None:
+        super().__init__(dataset, sampler=_From(len(dataset)), **kwargs)
+        self.trained = trained
+
+    def state_dict(self) -> dict[str, int]:
+        return {"seed": self.dataset.seed, "batches": int(self.trained())}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume: before the loader's first pass (``start`` applies to the next pass)."""
+        self.dataset.reseed(int(state["seed"]))
+        self.sampler.start = int(state["batches"]) * int(self.batch_size)
 
 
 class WholeImageDataset(Dataset):
@@ -287,12 +326,16 @@ class ActiveDataModule(L.LightningDataModule):
         self.labelled.extend(ids)
 
     def state_dict(self) -> dict[str, Any]:
-        return {
+        """The pools; inside a trainer also the training loader's position (``patches``)."""
+        state: dict[str, Any] = {
             "labelled": list(self.labelled),
             "unlabelled": list(self.unlabelled),
             "test": list(self.test),
             "val": list(self.val),
         }
+        if self.trainer is not None and getattr(self, "_train_loader", None) is not None:
+            state["patches"] = self._train_loader.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for key in ("test", "val"):
@@ -307,6 +350,10 @@ class ActiveDataModule(L.LightningDataModule):
                     raise ValueError(f"saved pool {key!r}: {err} (the dataset lacks it)") from None
         for key in ("labelled", "unlabelled", "test", "val"):
             setattr(self, key, list(state[key]))
+        # a mid-round checkpoint: the next training loader goes on where it stopped (Lightning
+        # restores a datamodule before it builds the loaders, but its loaders' own states only
+        # after their first batch is drawn)
+        self._resume_patches = state.get("patches")
         self._check_masks(self.test + self.val + [self.units[u].image for u in self.labelled])
 
     # ------------------------------------------------------------------ what a strategy sees
@@ -359,12 +406,18 @@ class ActiveDataModule(L.LightningDataModule):
             for u in (self.units[i] for i in self.labelled)
         ]
         ds = PatchDataset(regions, self.patch_size, self.steps * self.batch_size, self.augment)
-        return DataLoader(
+        loader = PatchLoader(
             ds,
+            lambda: self.trainer.global_step if self.trainer is not None else 0,
             batch_size=self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
+        resume, self._resume_patches = getattr(self, "_resume_patches", None), None
+        if resume:
+            loader.load_state_dict(resume)
+        self._train_loader = loader
+        return loader
 
     def _whole(self, ids: list[str]) -> DataLoader:
         subjects = {i: self.samples[i].subject for i in ids}
