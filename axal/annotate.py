@@ -61,9 +61,9 @@ from axal.callbacks import shrink_map
 from axal.checkpoint import CheckpointError
 from axal.data import DataError, Sample, load_dataset, resample
 from axal.errors import override
-from axal.figures import save_overlay_png
 from axal.loop import active_round, check_config, make_strategy, round_steps, strategy_label
 from axal.midround import partial_path
+from axal.overlays import save_overlay_png
 from axal.pools import ActiveDataModule, Unit, image_units
 from axal.predict import segment
 from axal.rundir import RunLock

@@ -38,15 +38,14 @@ from omegaconf import DictConfig, OmegaConf
 from axal.acquisition import Strategy
 from axal.atomic import atomic_write, atomic_write_json
 from axal.callbacks import AcquisitionCallback
-from axal.checkpoint import describe as describe_model
-from axal.checkpoint import load_weights, save_checkpoint
+from axal.checkpoint import describe_model, load_weights, save_checkpoint
 from axal.data import check_foreground, load_dataset, split_by_subject
 from axal.errors import ConfigError
 from axal.first_round import data_digest, entry_dir, restore_with, shared_fit
 from axal.midround import partial_path
 from axal.morphometrics import CostModel
 from axal.networks import PLACEMENTS
-from axal.pools import TASKS, UNITS, ActiveDataModule, Unit, unit_splits
+from axal.pools import TASKS, UNIT_KINDS, ActiveDataModule, Unit, unit_splits
 from axal.rundir import (
     RunLock,
     check_fresh,
@@ -55,7 +54,7 @@ from axal.rundir import (
     write_config,
 )
 from axal.tracking import finish, log_round, make_logger
-from axal.training import RoundFit, describe, fit_round, make_trainer
+from axal.training import RoundFit, fit_record, fit_round, make_trainer
 
 log = logging.getLogger("axal")
 RESULTS = "results.json"
@@ -160,8 +159,8 @@ def check_config(cfg: DictConfig) -> None:
         if not isinstance(value, int) or value < minimum:
             raise ConfigError(f"trainer.{key}={value!r} must be an integer >= {minimum}")
     unit = cfg.al.get("unit", "image")
-    if unit not in UNITS:
-        raise ConfigError(f"al.unit={unit!r} is not one of {', '.join(UNITS)}")
+    if unit not in UNIT_KINDS:
+        raise ConfigError(f"al.unit={unit!r} is not one of {', '.join(UNIT_KINDS)}")
     if unit == "tile":
         size = cfg.al.get("tile_size")
         if not isinstance(size, int) or size < 8:
@@ -505,7 +504,7 @@ def active_round(
         "scores": callback.scores,
         "test": model.test_metrics if dm.test else None,
         "train_loss": fit.train_loss,
-        **describe(fit),
+        **fit_record(fit),
         "fine_tuned_from": None if previous is None else _relative(previous, run_dir),
         "checkpoint": _relative(checkpoint, run_dir),
         "train_seconds": round(fit.seconds, 3),

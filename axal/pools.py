@@ -27,7 +27,7 @@ from axal.data import Sample
 from axal.data.augment import sample_patch, train_transform, window_size
 
 TASKS = {"myelin": 2, "axonmyelin": 3}
-UNITS = ("image", "tile")
+UNIT_KINDS = ("image", "tile")  # what al.unit may be
 IGNORE = 255  # label of pixels that are not (yet) annotated
 
 
@@ -92,7 +92,7 @@ def image_units(image_id: str, shape: tuple[int, int], unit: str, tile_size: int
     if unit == "image":
         return [Unit(image_id, 0, 0, w, h, whole=True)]
     if unit != "tile":
-        raise ValueError(f"al.unit={unit!r} is not one of {', '.join(UNITS)}")
+        raise ValueError(f"al.unit={unit!r} is not one of {', '.join(UNIT_KINDS)}")
     if not tile_size or tile_size < 1:
         raise ValueError(f"al.tile_size={tile_size!r} must be a positive number of pixels")
     ys, xs = _tile_edges(h, tile_size), _tile_edges(w, tile_size)

@@ -217,7 +217,7 @@ def _float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def describe(fit: RoundFit) -> dict[str, Any]:
+def fit_record(fit: RoundFit) -> dict[str, Any]:
     """The round record's training fields."""
     return {
         "steps": fit.steps,

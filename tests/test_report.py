@@ -703,7 +703,7 @@ def _png(path: Path) -> np.ndarray:
 
 
 def test_uniform_predictions_render_in_their_class_colour(tmp_path):
-    from axal.figures import save_uncertainty_png
+    from axal.overlays import save_uncertainty_png
 
     image = np.linspace(0, 1, 32 * 32).reshape(32, 32)
     unc = np.zeros((32, 32))

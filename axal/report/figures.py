@@ -161,42 +161,44 @@ def _curve_at(run: Mapping, budget: str, xs: list[float]) -> np.ndarray:
 
 
 def paired_difference_figure(summary: dict, diffs: dict[str, dict[str, dict]]):
-    """One panel per group: each strategy's paired difference from random against the budget,
-    mean with its 95% band, and the zero line (no difference); None when nothing is paired."""
+    """One panel per (group, strategy), side by side with a shared Dice axis: the strategy's
+    paired difference from random against the budget, its mean with the 95% band, and the
+    zero line (no difference). Separate panels keep overlapping bands readable. None when
+    nothing is paired."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator, PercentFormatter
 
-    names = [ds for ds in summary["datasets"] if diffs.get(ds)]
-    if not names:
+    panels = [(ds, st) for ds in summary["datasets"] for st in diffs.get(ds, {})]
+    if not panels:
         return None
-    fig = Figure(figsize=(5.4 * len(names), 4.4), layout="constrained")
-    axes = fig.subplots(1, len(names), squeeze=False)[0]
+    ncols = min(4, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig = Figure(figsize=(3.4 * ncols + 0.6, 3.3 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True).ravel()
     all_strats = sorted(
         {s for d in summary["datasets"].values() for s in d["strategies"] if s != d["baseline"]}
     )
     palette = {s: f"C{i % 10}" for i, s in enumerate(all_strats)}
-    for ax, ds in zip(axes, names, strict=False):
-        d = summary["datasets"][ds]
+    for ax in axes[len(panels) :]:
+        ax.set_axis_off()
+    for ax, (ds, st) in zip(axes, panels, strict=False):
+        d, c = summary["datasets"][ds], diffs[ds][st]
         tile = d.get("budget_axis", UNITS) == FRACTION
         scale = 100.0 if tile else 1.0
-        ax.axhline(0.0, color="k", lw=1.0, ls="--", label=f"{d['baseline']} (zero: no difference)")
-        for st, c in diffs[ds].items():
-            x = scale * np.array(c["x"], dtype=float)
-            m = 100.0 * np.array(c["mean"], dtype=float)
-            lo = 100.0 * np.array([_num(v) for v in c["ci_low"]])
-            hi = 100.0 * np.array([_num(v) for v in c["ci_high"]])
-            color = palette.get(st, "C0")
-            ax.plot(
-                x, m, marker="" if tile else "o", ms=3, color=color, lw=1.6,
-                label=f"{st} (n={max(c['n'])} paired seeds)",
+        ax.axhline(0.0, color="k", lw=1.0, ls="--")
+        x = scale * np.array(c["x"], dtype=float)
+        m = 100.0 * np.array(c["mean"], dtype=float)
+        lo = 100.0 * np.array([_num(v) for v in c["ci_low"]])
+        hi = 100.0 * np.array([_num(v) for v in c["ci_high"]])
+        color = palette.get(st, "C0")
+        ax.plot(x, m, marker="" if tile else "o", ms=3, color=color, lw=1.8)
+        band = np.isfinite(lo) & np.isfinite(hi)
+        if band.any():
+            ax.fill_between(
+                x, np.where(band, lo, np.nan), np.where(band, hi, np.nan),
+                color=color, alpha=0.2, lw=0,
             )  # fmt: skip
-            band = np.isfinite(lo) & np.isfinite(hi)
-            if band.any():
-                ax.fill_between(
-                    x, np.where(band, lo, np.nan), np.where(band, hi, np.nan),
-                    color=color, alpha=0.15, lw=0,
-                )  # fmt: skip
-        ax.set_title(f"{ds}: test Dice minus {d['baseline']}'s, same seed", fontsize=10)
+        ax.set_title(f"{ds}: {st} − {d['baseline']}\n(n={max(c['n'])} paired seeds)", fontsize=10)
         if tile:
             ax.set_xscale("log")
             lo_x, hi_x = ax.get_xlim()
@@ -205,14 +207,14 @@ def paired_difference_figure(summary: dict, diffs: dict[str, dict[str, dict]]):
             )
             ax.xaxis.set_minor_locator(NullLocator())
             ax.set_xlim(lo_x, hi_x)
-            ax.set_xlabel("labelled pixels (% of pool, log scale)")
+            ax.set_xlabel("labelled pixels (% of pool)")
             ax.xaxis.set_major_formatter(PercentFormatter(100.0, decimals=None))
         else:
             ax.set_xlabel("labelled images")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(f"Dice points above {d['baseline']} (paired)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
+    for ax in axes[::ncols]:
+        ax.set_ylabel("Dice points vs random (paired)")
     return fig
 
 

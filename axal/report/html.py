@@ -41,10 +41,10 @@ figure{display:inline-block;margin:2px} figcaption{color:#666;font-size:.8em}
 
 
 PAIRED_NOTE = (
-    "Each strategy's test Dice minus random's on the same seed (the same split, initial set "
-    "and initial weights), in Dice points (x100), at the budgets of its learning curve "
+    "One panel per strategy: its test Dice minus random's on the same seed (the same split, "
+    "initial set and initial weights), in Dice points (x100), at the budgets of its learning curve "
     "(recorded image counts; tile studies interpolate between rounds). Line: the mean "
-    "difference over the paired seeds (their number in the legend); band: its 95% Student-t "
+    "difference over the paired seeds (their number above each panel); band: its 95% Student-t "
     "interval over those seeds (a paired t-interval). Where the band holds zero (dashed line), "
     "no difference from random is shown at that budget. Curves within a point of each other "
     "in the learning-curve figure can differ consistently here, seed by seed, or not at all."

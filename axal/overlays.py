@@ -1,4 +1,5 @@
-"""Uncertainty figures: image, prediction and uncertainty heatmap side by side (paper figs 7-8).
+"""Uncertainty overlays of one image: image, prediction and uncertainty side by side (paper figs
+7-8), and the heatmap with a suggestion's box that an annotator opens (``annotate``).
 
 A figure must read the same whatever it shows: the prediction panel uses one fixed colour per
 class (a map that is all myelin and one that is all background look different), and the
