@@ -448,3 +448,32 @@ def test_predictions_beside_images_keep_a_persons_file_and_overlays_share_one_sc
     r1 = annotate(annotate_cfg(root, *overrides))["rounds"][1]
     assert len(r1["labelled"]) + len(r1["predictions"]) == 6  # no prediction read as an image
     assert own.read_bytes() == before
+
+
+def test_annotate_and_predict_print_each_line_once_without_advertisements(tmp_path):
+    """The console of annotate.py and predict.py, as run.py's: Lightning's lines once (not
+    again through its own handler), no "Tip:" advertising other products."""
+    root = tmp_path / "lab"
+    synthetic_folder(root, n=4, labelled=3, size=64)
+    overrides = [
+        f"dataset.root={root}", *FAST, "k=1", "al.initial=3", "dataset.pixel_size=0.1",
+        "dataset.patch_size=32", "dataset.infer_size=64", "dataset.batch_size=2",
+        "trainer.steps=2",
+    ]  # fmt: skip
+    run = dict(capture_output=True, text=True, cwd=ROOT, timeout=300)
+    done = subprocess.run([sys.executable, str(ROOT / "annotate.py"), *overrides], **run)
+    said = done.stdout + done.stderr
+    assert done.returncode == 0, said[-3000:]
+    assert said.count("GPU available: False") == 1  # one trainer, one copy of its line
+    assert "Tip:" not in said and "litlogger" not in said
+    ckpt = root / "axal" / "checkpoints" / "round-0.ckpt"
+    predicted = subprocess.run(
+        [sys.executable, str(ROOT / "predict.py"), f"ckpt={ckpt}", f"input={root / 'syn-003'}",
+         f"out={tmp_path / 'pred'}"],
+        **run,
+    )  # fmt: skip
+    said = predicted.stdout + predicted.stderr
+    assert predicted.returncode == 0, said[-3000:]
+    lines = [x for x in said.splitlines() if x.strip() and "%" not in x]  # progress bars aside
+    assert len(lines) == len(set(lines)) and "predicted 1 images" in said
+    assert "deprecated" not in said
