@@ -22,7 +22,11 @@ def main(cfg: DictConfig) -> None:
     from axal import errors
     from axal.annotate import annotate
     from axal.checkpoint import CheckpointError
+    from axal.console import quiet_console
+    from axal.interrupt import Interrupted, stop_on_signals
 
+    stop_on_signals()  # SIGTERM (SLURM, timeout) stops a round as Ctrl-C does
+    quiet_console()  # one copy of each line, no advertisements (as run.py)
     try:
         annotate(cfg)
     except (errors.AxalError, CheckpointError, OSError) as err:  # one paragraph, as run.py
@@ -30,6 +34,13 @@ def main(cfg: DictConfig) -> None:
             raise
         errors.report(err, log)
         sys.exit(1)
+    except Interrupted as err:
+        log.error(
+            "stopped by %s; run the same command again: the round continues from its last "
+            "checkpoint (trainer.checkpoint_every steps)",
+            err,
+        )
+        sys.exit(err.code)
 
 
 if __name__ == "__main__":

@@ -20,8 +20,11 @@ log = logging.getLogger("axal")
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
     from axal.checkpoint import CheckpointError
+    from axal.console import quiet_console
     from axal.data import DataError
     from axal.predict import predict
+
+    quiet_console()  # one copy of each line, no third-party deprecation warnings (as run.py)
 
     if cfg.trainer.get("num_threads"):
         import torch

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -98,12 +99,17 @@ def write_prediction_kept(
     out: dict[str, Path] = {}
     for kind, grey in encode(classes).items():
         path = paths[kind]
-        if path.is_file() and ledger.get(str(path.relative_to(base))) != _digest(path.read_bytes()):
+        if path.is_file() and ledger.get(_key(path, base)) != _digest(path.read_bytes()):
             path = path.with_name(f"{stem}_seg-{kind}.{tag}.png")
         write_png(path, grey)
-        ledger[str(path.relative_to(base))] = _digest(path.read_bytes())
+        ledger[_key(path, base)] = _digest(path.read_bytes())
         out[kind] = path
     return out
+
+
+def _key(path: Path, base: Path) -> str:
+    """A file's ledger key: its path relative to ``base`` (``../`` for files beside images)."""
+    return Path(os.path.relpath(Path(path).resolve(), Path(base).resolve())).as_posix()
 
 
 # ------------------------------------------------------------------ manual masks

@@ -38,6 +38,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,8 +61,9 @@ from axal.callbacks import shrink_map
 from axal.checkpoint import CheckpointError
 from axal.data import DataError, Sample, load_dataset, resample
 from axal.errors import override
-from axal.figures import save_overlay_png
 from axal.loop import active_round, check_config, make_strategy, round_steps, strategy_label
+from axal.midround import partial_path
+from axal.overlays import save_overlay_png
 from axal.pools import ActiveDataModule, Unit, image_units
 from axal.predict import segment
 from axal.rundir import RunLock
@@ -282,7 +284,18 @@ def _overlays(
     picked_maps: dict[str, tuple[np.ndarray, np.ndarray]],
     measure: str,
 ) -> None:
-    """One PNG per suggestion: its image, the uncertainty and the box (path in the row)."""
+    """One PNG per suggestion: its image, the uncertainty and the box (path in the row).
+
+    Every overlay of the round shares one colour scale, 0 to the largest value of the round's
+    maps (on each colour bar, and ``overlay_scale`` in each row), so that a colour means the
+    same uncertainty on every suggestion.
+    """
+    tops = [
+        float(np.nanmax(m[1]))
+        for m in (picked_maps.get(row["image"]) for row in suggestions)
+        if m is not None and np.size(m[1]) and np.isfinite(np.nanmax(m[1]))
+    ]
+    vmax = max(tops) if tops and max(tops) > 0 else None
     for row in suggestions:
         image_id = row["image"]
         small = shrink_map(torch.from_numpy(dm.images[image_id]))
@@ -304,8 +317,11 @@ def _overlays(
             None if maps is None else maps[1],
             title=f"#{row['rank']} {image_id}{score}",
             measure=measure,
+            vmax=vmax,
         )
         row["overlay"] = str(path.relative_to(out))
+        if vmax is not None and maps is not None:
+            row["overlay_scale"] = [0.0, vmax]
         if maps is not None:  # the raw map, for the napari widget's uncertainty layer
             target = out / "uncertainty" / f"round-{round_index:02d}_{image_id}.npy"
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -339,12 +355,16 @@ def _predictions(
     round_index: int,
     suggestions: list[dict[str, Any]] = (),
     progress: Progress | None = None,
+    beside_images: bool = False,
 ) -> dict[str, list[str]]:
     """AxonDeepSeg masks, at each file's own size, of every image with a unit in the pool;
     for axon+myelin, each suggestion gets ``predicted_fibers``: the fibers its box holds.
 
-    A prediction file that a person edited since axal wrote it is kept; the new one goes
-    beside it, named after the round (see :func:`write_prediction_kept`).
+    The masks go to ``predictions/``, or with ``beside_images`` next to each image as
+    AxonDeepSeg writes them (``<stem>_seg-axonmyelin.png`` beside ``<stem>.png``; no reader
+    takes them for images). A prediction file that a person edited since axal wrote it, or
+    that axal did not write, is kept; the new one goes beside it, named after the round
+    (see :func:`write_prediction_kept`). Paths are relative to ``out``.
     """
     ledger_path = out / WRITTEN
     ledger = json.loads(ledger_path.read_text()) if ledger_path.is_file() else {}
@@ -364,13 +384,15 @@ def _predictions(
                     row["y"] : row["y"] + row["height"], row["x"] : row["x"] + row["width"]
                 ]
                 row["predicted_fibers"] = int(np.count_nonzero(np.unique(box)))
-        target = out / "predictions" / folder.rel(image_id)
+        beside = folder.paths[image_id].parent
+        target = beside if beside_images else out / "predictions" / folder.rel(image_id)
         stem = image_stem(folder.paths[image_id])
         paths = write_prediction_kept(classes, target, stem, ledger, out, f"round-{round_index}")
         kept = [p for p in paths.values() if ".round-" in p.name]
         if kept:
             log.warning("%s: edited predictions kept; the new ones are %s", image_id, kept[0].name)
-        written[image_id] = [str(p.relative_to(out)) for p in paths.values()]
+        written[image_id] = [os.path.relpath(p, out) for p in paths.values()]
+    ledger_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(ledger_path, ledger)
     return written
 
@@ -490,7 +512,10 @@ def _annotate_locked(
     suggestions = _suggestions(callback.selected, callback.scores, dm, folder, label)
     measure = getattr(strategy.for_round(r), "measure", label)
     _overlays(out, r, suggestions, dm, callback.picked_maps, measure)
-    predictions = _predictions(done.fit.model, dm, folder, out, r, suggestions, progress)
+    beside = bool(cfg.get("annotate", {}).get("predictions_beside_images", False))
+    predictions = _predictions(
+        done.fit.model, dm, folder, out, r, suggestions, progress, beside_images=beside
+    )
     record = {
         **done.record,
         "time": dt.datetime.now().isoformat(timespec="seconds"),
@@ -503,10 +528,12 @@ def _annotate_locked(
         "changed_tiles": edited_tiles,
         "suggestions": suggestions,
         "predictions": predictions,
+        "predictions_beside_images": beside,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     state["rounds"].append(record)
     atomic_write_json(out / RECORD, state)  # after the checkpoint it names (active_round)
+    partial_path(ckpts / f"round-{r}.ckpt").unlink(missing_ok=True)  # the round is recorded
     write_suggestions_csv(out / "suggestions.csv", suggestions)
     write_page(out / "annotate.html", state)
     log.info(

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from axal.acquisition import Strategy, acquire
-from axal.figures import save_uncertainty_png
 from axal.mc_dropout import PixelStats
+from axal.overlays import save_uncertainty_png
 
 MAP_SIZE = 256  # longest side of the copies kept for figures: the engine's maps are dropped
 # MC batch (tiles x samples through the stochastic suffix) when al.tile_batch/sample_chunk are

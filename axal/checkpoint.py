@@ -3,8 +3,9 @@
 A checkpoint must be enough to segment new images long after its run, without the run's config:
 the network's config (``model.net``), the module's (loss, inference window, overlap), the task
 and its classes, and the pixel size and patch size the model was trained at. ``SegModel`` writes
-these under the ``"axal"`` key of every checkpoint it saves (see :func:`describe`); predictions
-and fine-tuning read them back here, and refuse a checkpoint of another task or another tool.
+these under the ``"axal"`` key of every checkpoint it saves (see :func:`describe_model`);
+predictions and fine-tuning read them back here, and refuse a checkpoint of another task or
+another tool.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from axal.figures import CLASS_NAMES
+from axal.overlays import CLASS_NAMES
 from axal.pools import TASKS
 
 META_KEY = "axal"
@@ -28,7 +29,7 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot serve here; the message names the file and what is wrong."""
 
 
-def describe(cfg: DictConfig) -> dict[str, Any]:
+def describe_model(cfg: DictConfig) -> dict[str, Any]:
     """The checkpoint's ``"axal"`` entry for a model built from ``cfg`` (plain containers)."""
     n = TASKS[str(cfg.task)]
     module = OmegaConf.to_container(cfg.model.module, resolve=True)

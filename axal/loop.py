@@ -38,15 +38,15 @@ from omegaconf import DictConfig, OmegaConf
 from axal.acquisition import Strategy, typical_units
 from axal.atomic import atomic_write, atomic_write_json
 from axal.callbacks import AcquisitionCallback
-from axal.checkpoint import describe as describe_model
-from axal.checkpoint import load_weights, save_checkpoint
+from axal.checkpoint import describe_model, load_weights, save_checkpoint
 from axal.data import check_foreground, load_dataset, split_by_subject
 from axal.errors import ConfigError
 from axal.first_round import data_digest, entry_dir, restore_with, shared_fit
 from axal.mean_teacher import make_semi
+from axal.midround import partial_path
 from axal.morphometrics import CostModel
 from axal.networks import PLACEMENTS
-from axal.pools import TASKS, UNITS, ActiveDataModule, Unit, unit_splits
+from axal.pools import TASKS, UNIT_KINDS, ActiveDataModule, Unit, unit_splits
 from axal.rundir import (
     RunLock,
     check_fresh,
@@ -55,7 +55,7 @@ from axal.rundir import (
     write_config,
 )
 from axal.tracking import finish, log_round, make_logger
-from axal.training import RoundFit, describe, fit_round, make_trainer
+from axal.training import RoundFit, fit_record, fit_round, make_trainer
 
 log = logging.getLogger("axal")
 RESULTS = "results.json"
@@ -183,10 +183,10 @@ def check_config(cfg: DictConfig) -> None:
         values = list(value) if key == "per_round" and OmegaConf.is_list(value) else [value]
         if not values or any(not isinstance(v, int) or v < 1 for v in values):
             raise ConfigError(f"al.{key}={value!r} must be a positive integer")
-    for key in ("steps", "finetune_steps", "max_restarts"):
+    for key in ("steps", "finetune_steps", "max_restarts", "checkpoint_every"):
         value = cfg.trainer.get(key)
-        minimum = 0 if key == "max_restarts" else 1
-        if value is None and key == "finetune_steps":
+        minimum = 0 if key in ("max_restarts", "checkpoint_every") else 1
+        if value is None and key in ("finetune_steps", "checkpoint_every"):
             continue
         if not isinstance(value, int) or value < minimum:
             raise ConfigError(f"trainer.{key}={value!r} must be an integer >= {minimum}")
@@ -195,8 +195,8 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"al.initial_pick={pick!r} is not one of random, typical")
     replicate(cfg)
     unit = cfg.al.get("unit", "image")
-    if unit not in UNITS:
-        raise ConfigError(f"al.unit={unit!r} is not one of {', '.join(UNITS)}")
+    if unit not in UNIT_KINDS:
+        raise ConfigError(f"al.unit={unit!r} is not one of {', '.join(UNIT_KINDS)}")
     if unit == "tile":
         size = cfg.al.get("tile_size")
         if not isinstance(size, int) or size < 8:
@@ -521,7 +521,16 @@ def active_round(
     callbacks = ([callback] if k and dm.test else []) + list(extra_callbacks or [])
 
     def train() -> RoundFit:
-        return fit_round(cfg, dm, make_model, seed, steps, callbacks, from_scratch=previous is None)
+        return fit_round(
+            cfg,
+            dm,
+            make_model,
+            seed,
+            steps,
+            callbacks,
+            from_scratch=previous is None,
+            partial=partial_path(checkpoint),  # in the run folder, even for a shared round 0
+        )
 
     sharing = None
     if shared is None:
@@ -553,7 +562,7 @@ def active_round(
         "scores": callback.scores,
         "test": model.test_metrics if dm.test else None,
         "train_loss": fit.train_loss,
-        **describe(fit),
+        **fit_record(fit),
         "fine_tuned_from": None if previous is None else _relative(previous, run_dir),
         "checkpoint": _relative(checkpoint, run_dir),
         "train_seconds": round(fit.seconds, 3),

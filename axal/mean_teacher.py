@@ -182,8 +182,29 @@ class MeanTeacher(L.Callback):
 
     # ------------------------------------------------------------------ Lightning hooks
 
+    def state_dict(self) -> dict[str, Any]:
+        """The teacher inside a mid-round checkpoint (Lightning saves callbacks' states), so a
+        resumed round goes on with the teacher an uninterrupted one would have."""
+        if self.teacher is None:
+            return {}
+        return {
+            "teacher": self.teacher.state_dict(),
+            "steps": self.steps,
+            "confident": [float(c) for c in self._confident],
+            "losses": [float(v) for v in self._losses],
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resume = state_dict or None  # applied in on_train_start, after the student's
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.reset(pl_module.net)
+        resume, self._resume = getattr(self, "_resume", None), None
+        if resume:
+            self.teacher.load_state_dict(resume["teacher"])
+            self.steps = int(resume["steps"])
+            self._confident = [torch.tensor(c) for c in resume["confident"]]
+            self._losses = [torch.tensor(v) for v in resume["losses"]]
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any

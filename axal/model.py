@@ -128,7 +128,7 @@ class SegModel(L.LightningModule):
         self._losses: list[torch.Tensor] = []
         self.loss_history: list[float] = []
         self.test_metrics: dict[str, Any] = {}
-        # what predictions need besides the weights (axal.checkpoint.describe); saved with them
+        # what predictions need besides the weights (checkpoint.describe_model), saved with them
         self.meta: dict[str, Any] | None = None
         # semi-supervised training (axal.mean_teacher), set by axal.training.fit_round; a plain
         # attribute, so neither the teacher nor its settings enter the checkpoint

@@ -14,7 +14,7 @@ a strategy picked, nor on how many units are labelled.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import CombinedLoader
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from axal.data import Sample
 from axal.data.augment import (
@@ -34,7 +34,7 @@ from axal.data.augment import (
 )
 
 TASKS = {"myelin": 2, "axonmyelin": 3}
-UNITS = ("image", "tile")
+UNIT_KINDS = ("image", "tile")  # what al.unit may be
 IGNORE = 255  # label of pixels that are not (yet) annotated
 
 
@@ -99,7 +99,7 @@ def image_units(image_id: str, shape: tuple[int, int], unit: str, tile_size: int
     if unit == "image":
         return [Unit(image_id, 0, 0, w, h, whole=True)]
     if unit != "tile":
-        raise ValueError(f"al.unit={unit!r} is not one of {', '.join(UNITS)}")
+        raise ValueError(f"al.unit={unit!r} is not one of {', '.join(UNIT_KINDS)}")
     if not tile_size or tile_size < 1:
         raise ValueError(f"al.tile_size={tile_size!r} must be a positive number of pixels")
     ys, xs = _tile_edges(h, tile_size), _tile_edges(w, tile_size)
@@ -167,9 +167,14 @@ class PatchDataset(Dataset):
             raise ValueError("no labelled unit to draw training patches from")
         self.regions, self.length, self.patch_size = regions, length, patch_size
         self.window = window_size(patch_size, augment)
+        self.augment = augment
         # by default drawn from torch's RNG, which the loop seeds each round
-        self.seed = int(torch.randint(2**31 - 1, (1,)).item()) if seed is None else int(seed)
-        self.transform = train_transform(patch_size, augment, seed=self.seed)
+        self.reseed(int(torch.randint(2**31 - 1, (1,)).item()) if seed is None else int(seed))
+
+    def reseed(self, seed: int) -> None:
+        """Draw the patches of ``seed`` (a resumed round's, from its checkpoint)."""
+        self.seed = int(seed)
+        self.transform = train_transform(self.patch_size, self.augment, seed=self.seed)
 
     def __len__(self) -> int:
         return self.length
@@ -230,6 +235,40 @@ class UnlabelledPatchDataset(PatchDataset):
             "strong": torch.from_numpy(strong)[None],
             "unlabelled": unlabelled > 0,
         }
+
+
+class _From(Sampler):
+    """Indices ``start, ..., length - 1``; ``start`` applies to the next pass only."""
+
+    def __init__(self, length: int) -> None:
+        self.length, self.start = length, 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[int]:
+        start, self.start = self.start, 0
+        return iter(range(start, self.length))
+
+
+class PatchLoader(DataLoader):
+    """The training loader, resumable mid-round (Lightning saves its ``state_dict`` in every
+    checkpoint and loads it on ``ckpt_path=``): its state is the patch seed and the batches
+    already trained, ``trained()`` (one optimizer step per batch), and a resumed loader goes on
+    with the very batch an uninterrupted one would have drawn next. Prefetched batches do not
+    count: they were drawn but not trained."""
+
+    def __init__(self, dataset: PatchDataset, trained: Callable[[], int], **kwargs: Any) -> None:
+        super().__init__(dataset, sampler=_From(len(dataset)), **kwargs)
+        self.trained = trained
+
+    def state_dict(self) -> dict[str, int]:
+        return {"seed": self.dataset.seed, "batches": int(self.trained())}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume: before the loader's first pass (``start`` applies to the next pass)."""
+        self.dataset.reseed(int(state["seed"]))
+        self.sampler.start = int(state["batches"]) * int(self.batch_size)
 
 
 class WholeImageDataset(Dataset):
@@ -329,12 +368,16 @@ class ActiveDataModule(L.LightningDataModule):
         self.labelled.extend(ids)
 
     def state_dict(self) -> dict[str, Any]:
-        return {
+        """The pools; inside a trainer also the training loader's position (``patches``)."""
+        state: dict[str, Any] = {
             "labelled": list(self.labelled),
             "unlabelled": list(self.unlabelled),
             "test": list(self.test),
             "val": list(self.val),
         }
+        if self.trainer is not None and getattr(self, "_train_loader", None) is not None:
+            state["patches"] = self._train_loader.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for key in ("test", "val"):
@@ -349,6 +392,10 @@ class ActiveDataModule(L.LightningDataModule):
                     raise ValueError(f"saved pool {key!r}: {err} (the dataset lacks it)") from None
         for key in ("labelled", "unlabelled", "test", "val"):
             setattr(self, key, list(state[key]))
+        # a mid-round checkpoint: the next training loader goes on where it stopped (Lightning
+        # restores a datamodule before it builds the loaders, but its loaders' own states only
+        # after their first batch is drawn)
+        self._resume_patches = state.get("patches")
         self._check_masks(self.test + self.val + [self.units[u].image for u in self.labelled])
 
     # ------------------------------------------------------------------ what a strategy sees
@@ -411,23 +458,28 @@ class ActiveDataModule(L.LightningDataModule):
             for u in (self.units[i] for i in self.labelled)
         ]
         ds = PatchDataset(regions, self.patch_size, self.steps * self.batch_size, self.augment)
-        loader = DataLoader(
+        loader = PatchLoader(
             ds,
+            lambda: self.trainer.global_step if self.trainer is not None else 0,
             batch_size=self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
+        resume, self._resume_patches = getattr(self, "_resume_patches", None), None
+        if resume:
+            loader.load_state_dict(resume)
+        self._train_loader = loader
         if not self.unlabelled_batch_size or not self.unlabelled:
             return loader
-        return CombinedLoader(
-            {"labelled": loader, "unlabelled": self._unlabelled_loader(ds.seed)}, mode="min_size"
-        )
+        unlabelled = self._unlabelled_loader(ds.seed, int(resume["batches"]) if resume else 0)
+        return CombinedLoader({"labelled": loader, "unlabelled": unlabelled}, mode="min_size")
 
-    def _unlabelled_loader(self, labelled_seed: int) -> DataLoader:
+    def _unlabelled_loader(self, labelled_seed: int, trained: int = 0) -> DataLoader:
         """``steps`` batches of unlabelled patches, centred uniformly over the pool's units.
 
         Its seed derives from the labelled stream's without drawing from torch's RNG, so the
-        labelled batches are those of supervised training.
+        labelled batches are those of supervised training. A round resumed mid-way goes on after
+        the ``trained`` batches, as the labelled stream does.
         """
         maps = self.unlabelled_maps()
         regions = [
@@ -436,8 +488,14 @@ class ActiveDataModule(L.LightningDataModule):
         seed = int(np.random.default_rng([labelled_seed, 2]).integers(2**31 - 1))
         n = self.unlabelled_batch_size
         ds = UnlabelledPatchDataset(regions, self.patch_size, self.steps * n, self.augment, seed)
+        sampler = _From(len(ds))
+        sampler.start = int(trained) * n
         return DataLoader(
-            ds, batch_size=n, num_workers=self.num_workers, persistent_workers=self.num_workers > 0
+            ds,
+            batch_size=n,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
         )
 
     def _whole(self, ids: list[str]) -> DataLoader:

@@ -49,6 +49,7 @@ MAY_CHANGE = (
     "trainer.devices",
     "trainer.num_threads",
     "trainer.progress",
+    "trainer.checkpoint_every",
     "logger",
     "dataset.num_workers",
     "al.tile_batch",

@@ -124,11 +124,22 @@ def write_page(path: Path, state: dict[str, Any]) -> None:
         )
         cards = [_card(row, last) for row in suggestions]
         parts.append(f"<div class='cards'>{''.join(cards)}</div>")
+        scale = next((row["overlay_scale"] for row in suggestions if row.get("overlay_scale")), 0)
+        if scale:
+            parts.append(
+                "<p class='meta'>The overlays share one colour scale, from 0 (dark: the model is "
+                f"sure) to {scale[1]:.4g} (bright; the round's largest value), on the colour bar "
+                "beside each: a colour is the same uncertainty on every suggestion.</p>"
+            )
     else:
         parts.append("<p>Every image is labelled: nothing left to suggest.</p>")
+    where = (
+        "beside each image (<code>&lt;stem&gt;_seg-axonmyelin.png</code>)"
+        if last.get("predictions_beside_images")
+        else "<a href='predictions/'>predictions/</a>"
+    )
     parts.append(
-        f"<p>Predicted masks of all {n_pred} unlabelled images: "
-        "<a href='predictions/'>predictions/</a> · suggestions as CSV: "
+        f"<p>Predicted masks of all {n_pred} unlabelled images: {where} · suggestions as CSV: "
         "<a href='suggestions.csv'>suggestions.csv</a> · record: "
         "<a href='rounds.json'>rounds.json</a></p>"
     )

@@ -8,6 +8,8 @@ class the labels hold, or, trained from scratch, whose training loss did not fal
 (a fine-tuned model starts near its final loss, so the loss test would flag a healthy one). It
 is then retrained from a seed derived from the round's seed, up to ``trainer.max_restarts``
 times; the number of restarts is recorded, and the same seed gives the same restarts.
+Every ``trainer.checkpoint_every`` steps the round's progress is checkpointed, and a killed
+round resumes from its last checkpoint with the same result (:mod:`axal.midround`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -23,6 +26,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from axal import midround
 from axal.mc_dropout import eval_mode
 from axal.mean_teacher import make_semi
 from axal.pools import IGNORE, ActiveDataModule
@@ -117,17 +121,19 @@ def make_trainer(
     from lightning.pytorch.plugins.environments import LightningEnvironment
 
     t = cfg.trainer
+    checkpointing = any(isinstance(c, midround.ModelCheckpoint) for c in callbacks)
     return L.Trainer(
         # one process per run: no cluster detection, so under SLURM Lightning neither requeues
         # (USR1) nor ends the job early (#20056, #14610); submitit owns that (docs/sweeps.md#slurm)
-        plugins=[LightningEnvironment()],
+        plugins=[LightningEnvironment()]
+        + ([midround.AtomicCheckpointIO()] if checkpointing else []),
         max_epochs=1,
         max_steps=steps,
         accelerator=t.accelerator,
         devices=t.devices,
         precision=t.get("precision", "32-true"),
         logger=False,
-        enable_checkpointing=False,
+        enable_checkpointing=checkpointing,  # mid-round checkpoints only (axal.midround)
         enable_progress_bar=t.get("progress", True),
         enable_model_summary=False,
         num_sanity_val_steps=0,
@@ -145,33 +151,66 @@ def fit_round(
     steps: int,
     callbacks: list[L.Callback] | None = None,
     from_scratch: bool = True,
+    partial: Path | None = None,
 ) -> RoundFit:
     """Train a fresh ``make_model()`` for ``steps`` steps; retrain it while it has collapsed.
 
     ``from_scratch`` is False when ``make_model`` loads the previous round's weights.
+    ``partial`` is the file of this round's mid-round checkpoints (``trainer.checkpoint_every``
+    steps apart): training resumes from it when it holds this very round, else starts afresh.
     """
+    from axal import first_round  # it imports this module
+
     rule = CollapseRule.from_config(cfg.trainer.get("collapse"))
     max_restarts = int(cfg.trainer.get("max_restarts", 2))
+    every = int(cfg.trainer.get("checkpoint_every") or 0) if partial is not None else 0
     dm.steps = steps
     semi = make_semi(cfg) if dm.unlabelled else None  # None: supervised only
     dm.unlabelled_batch_size = (semi.batch_size or dm.batch_size) if semi else 0
+    saved = midround.read_state(partial) if every else None
+    data = first_round.data_digest(dm) if every else ""
     collapses: list[str] = []
+    attempt = int(saved["attempt"]) if saved else 0
     start = time.perf_counter()
-    for attempt in range(max_restarts + 1):
+    while True:
         L.seed_everything(attempt_seed(round_seed, attempt), workers=True, verbose=False)
         model = make_model()
         model.semi = semi
-        trainer = make_trainer(cfg, steps, list(callbacks or []), has_val=bool(dm.val))
-        trainer.fit(model, datamodule=dm)
+        extra: list[L.Callback] = []
+        resume_from = None
+        if every:
+            key = midround.round_key(cfg, dm, round_seed, steps, model, data)
+            if saved is not None and saved["key"] == key:
+                resume_from, collapses = partial, list(saved["collapses"])
+                start -= float(saved.get("seconds") or 0.0)
+                log.info(
+                    "%s: continuing from step %d of %d (attempt %d), the last checkpoint "
+                    "inside the round",
+                    partial.name.removesuffix(".partial.ckpt"),
+                    saved["step"],
+                    steps,
+                    attempt,
+                )
+            elif saved is not None:
+                log.warning("ignoring %s: it holds another round's training", partial)
+                if attempt:  # start the round over at its first attempt
+                    saved, attempt = None, 0
+                    continue
+            saved = None
+            spent = time.perf_counter() - start
+            extra = midround.callbacks(partial, every, key, attempt, collapses, spent)
+        trainer = make_trainer(cfg, steps, list(callbacks or []) + extra, has_val=bool(dm.val))
+        trainer.fit(model, datamodule=dm, ckpt_path=resume_from, weights_only=False)
         predicted, labelled = class_fractions(model, dm)
         reason = collapse_reason(predicted, labelled, model.loss_history, rule, from_scratch)
         if reason is None:
             break
         collapses.append(reason)
-        if attempt < max_restarts:
-            log.warning("collapsed model (%s): retraining, attempt %d", reason, attempt + 1)
-    else:
-        log.warning("model still collapsed after %d restarts (%s)", max_restarts, reason)
+        if attempt >= max_restarts:
+            log.warning("model still collapsed after %d restarts (%s)", max_restarts, reason)
+            break
+        attempt += 1
+        log.warning("collapsed model (%s): retraining, attempt %d", reason, attempt)
     return RoundFit(
         model=model,
         trainer=trainer,
@@ -189,7 +228,7 @@ def _float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def describe(fit: RoundFit) -> dict[str, Any]:
+def fit_record(fit: RoundFit) -> dict[str, Any]:
     """The round record's training fields."""
     out = {
         "steps": fit.steps,

@@ -117,10 +117,10 @@ def measure_round(cfg) -> dict:
         real_write(path, obj)
         writes.append(time.perf_counter())
 
-    def fit(cfg_, dm, make_model, seed, steps, callbacks=None):
+    def fit(cfg_, dm, make_model, seed, steps, callbacks=None, **kw):
         timer = StepTimer()
         timers[len(timers)] = timer
-        return real_fit(cfg_, dm, make_model, seed, steps, list(callbacks or []) + [timer])
+        return real_fit(cfg_, dm, make_model, seed, steps, list(callbacks or []) + [timer], **kw)
 
     def check(model, dm):
         t0 = time.perf_counter()

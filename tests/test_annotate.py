@@ -230,7 +230,7 @@ def test_the_cli_reports_bad_input_in_one_line(tmp_path):
         timeout=300,
     )
     assert done.returncode == 1
-    said = " ".join((done.stdout + done.stderr).split())  # the paragraph is wrapped to the terminal
+    said = " ".join((done.stdout + done.stderr).split())  # the paragraph wraps with the path
     assert "0 of 2 images have a mask" in said
     assert "Traceback" not in said
 
@@ -423,3 +423,79 @@ def test_labelled_tiles_saved_over_are_named_on_the_next_round(tmp_path, caplog)
     assert "labelled tiles changed since round 0: syn-000@0,0,24,24" in caplog.text
     if any(s["image"] == "syn-000" for s in r1["suggestions"]):
         assert "your own mask" in (root / "axal" / "annotate.html").read_text()
+
+
+def test_predictions_beside_images_keep_a_persons_file_and_overlays_share_one_scale(tmp_path):
+    """``annotate.predictions_beside_images=true``: AxonDeepSeg's names next to each image, a
+    file already there (a person's) kept, never read as an image; the round's overlays share
+    one colour scale: the largest value of its maps."""
+    root = tmp_path / "lab"
+    truth = synthetic_folder(root, n=6, labelled=2, size=64)
+    overrides = (
+        "al.initial=2",
+        "dataset.pixel_size=0.1",
+        "dataset.patch_size=32",
+        "dataset.infer_size=64",
+        "dataset.batch_size=4",
+        "trainer.steps=3",
+        "trainer.finetune_steps=2",
+        "k=2",
+        "annotate.predictions_beside_images=true",
+    )
+    pool = sorted(truth)[2:]
+    own = root / pool[0] / "image_seg-axonmyelin.png"  # e.g. AxonDeepSeg's, corrected by hand
+    Image.fromarray(truth[pool[0]]).save(own)
+    before = own.read_bytes()
+
+    state = annotate(annotate_cfg(root, *overrides))
+    r0 = state["rounds"][0]
+    assert own.read_bytes() == before  # the person's file is kept ...
+    assert (root / pool[0] / "image_seg-axonmyelin.round-0.png").is_file()  # ... new one beside
+    for case in pool[1:]:
+        for kind, allowed in ADS_VALUES.items():
+            with Image.open(root / case / f"image_seg-{kind}.png") as im:
+                assert im.size == (64, 64) and set(np.unique(np.asarray(im))) <= allowed
+        assert f"../{case}/image_seg-axonmyelin.png" in r0["predictions"][case]
+    assert not list((root / "axal" / "predictions").rglob("*.png"))  # none in the work folder
+    assert "beside each image" in (root / "axal" / "annotate.html").read_text()
+
+    rows = [row for row in r0["suggestions"] if row.get("uncertainty")]
+    assert len(rows) == 2
+    top = max(float(np.load(root / "axal" / row["uncertainty"]).max()) for row in rows)
+    assert all(row["overlay_scale"] == [0.0, pytest.approx(top)] for row in rows)
+    assert "share one colour scale" in (root / "axal" / "annotate.html").read_text()
+
+    for row in r0["suggestions"]:  # the annotator labels the suggestions; the next round
+        Image.fromarray(truth[row["image"]]).save(root / row["image"] / "mask.png")
+    r1 = annotate(annotate_cfg(root, *overrides))["rounds"][1]
+    assert len(r1["labelled"]) + len(r1["predictions"]) == 6  # no prediction read as an image
+    assert own.read_bytes() == before
+
+
+def test_annotate_and_predict_print_each_line_once_without_advertisements(tmp_path):
+    """The console of annotate.py and predict.py, as run.py's: Lightning's lines once (not
+    again through its own handler), no "Tip:" advertising other products."""
+    root = tmp_path / "lab"
+    synthetic_folder(root, n=4, labelled=3, size=64)
+    overrides = [
+        f"dataset.root={root}", *FAST, "k=1", "al.initial=3", "dataset.pixel_size=0.1",
+        "dataset.patch_size=32", "dataset.infer_size=64", "dataset.batch_size=2",
+        "trainer.steps=2",
+    ]  # fmt: skip
+    run = dict(capture_output=True, text=True, cwd=ROOT, timeout=300)
+    done = subprocess.run([sys.executable, str(ROOT / "annotate.py"), *overrides], **run)
+    said = done.stdout + done.stderr
+    assert done.returncode == 0, said[-3000:]
+    assert said.count("GPU available: False") == 1  # one trainer, one copy of its line
+    assert "Tip:" not in said and "litlogger" not in said
+    ckpt = root / "axal" / "checkpoints" / "round-0.ckpt"
+    predicted = subprocess.run(
+        [sys.executable, str(ROOT / "predict.py"), f"ckpt={ckpt}", f"input={root / 'syn-003'}",
+         f"out={tmp_path / 'pred'}"],
+        **run,
+    )  # fmt: skip
+    said = predicted.stdout + predicted.stderr
+    assert predicted.returncode == 0, said[-3000:]
+    lines = [x for x in said.splitlines() if x.strip() and "%" not in x]  # progress bars aside
+    assert len(lines) == len(set(lines)) and "predicted 1 images" in said
+    assert "deprecated" not in said

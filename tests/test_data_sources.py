@@ -308,3 +308,19 @@ def test_a_subject_table_that_could_leak_the_split_is_refused_naming_it(tmp_path
     tsv.write_text("case\tsubject\na\tmouse1\nb\tmouse1\ngone\tmouse2\n")
     with pytest.raises(DataError, match="subjects.tsv lists cases with no image: gone"):
         load_folder(tmp_path)
+
+
+def test_predictions_written_beside_bids_images_are_never_read_as_images(tmp_path):
+    from axal.data.sources import bids_images
+
+    micr = tmp_path / "sub-01" / "micr"
+    micr.mkdir(parents=True)
+    names = [
+        "sub-01_sample-1_TEM.png",
+        "sub-01_sample-1_TEM_seg-axonmyelin.png",
+        "sub-01_sample-1_TEM_seg-axon.png",
+        "sub-01_sample-1_TEM_seg-axonmyelin.round-2.png",  # kept beside a person's edit
+    ]
+    for name in names:
+        (micr / name).write_bytes(b"")
+    assert [p.name for p in bids_images(tmp_path)] == ["sub-01_sample-1_TEM.png"]

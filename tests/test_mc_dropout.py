@@ -7,7 +7,6 @@ import pytest
 import torch
 from torch import nn
 
-from axal.figures import save_uncertainty_png
 from axal.mc_dropout import (
     StreamingMoments,
     image_features,
@@ -17,6 +16,7 @@ from axal.mc_dropout import (
     split_stages,
 )
 from axal.networks import PaperUNet, SmpUNet
+from axal.overlays import save_uncertainty_png
 
 PLACEMENTS = ("paper", "decoder", "head")
 

@@ -703,7 +703,7 @@ def _png(path: Path) -> np.ndarray:
 
 
 def test_uniform_predictions_render_in_their_class_colour(tmp_path):
-    from axal.figures import save_uncertainty_png
+    from axal.overlays import save_uncertainty_png
 
     image = np.linspace(0, 1, 32 * 32).reshape(32, 32)
     unc = np.zeros((32, 32))
@@ -772,3 +772,26 @@ def test_maps_come_from_the_lowest_seed_whose_files_are_here(tmp_path):
     page = (out / "report.html").read_text()
     assert "tem / uncertainty (seed 0)" in page
     assert page.count("not on this disk") == 1 and "missing:" not in page
+
+
+def test_paired_difference_from_random_is_per_seed_with_a_t_band(sweep, tmp_path):
+    root, summary = sweep
+    diffs = report.paired_differences(summary, load_runs([root]))
+    unc = diffs["tem"]["uncertainty"]
+    assert "random" not in diffs["tem"]  # the baseline is the zero line
+    for i, n in enumerate(unc["x"]):
+        per_seed = [uncertainty_dice(int(n), s) - random_dice(int(n), s) for s in SEEDS]
+        assert unc["mean"][i] == pytest.approx(np.mean(per_seed))
+        half = stats.t.ppf(0.975, len(SEEDS) - 1) * np.std(per_seed, ddof=1) / len(SEEDS) ** 0.5
+        assert unc["ci_low"][i] == pytest.approx(np.mean(per_seed) - half)
+        assert unc["ci_high"][i] == pytest.approx(np.mean(per_seed) + half)
+        assert unc["n"][i] == len(SEEDS)
+    # bald+power is random +0.004 on odd seeds, -0.003 on even ones: a band around ~0
+    bald = diffs["tem"]["bald+power"]
+    assert all(lo < 0 < hi for lo, hi in zip(bald["ci_low"], bald["ci_high"], strict=True))
+
+    out = tmp_path / "report"
+    write_report(root, out)
+    assert (out / "paired_difference.png").read_bytes()[:4] == b"\x89PNG"
+    page = (out / "report.html").read_text()
+    assert "Paired difference from random" in page and "paired t-interval" in page

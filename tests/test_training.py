@@ -27,8 +27,8 @@ def test_every_round_trains_exactly_the_configured_steps(cfg_factory, tmp_path, 
     seen = []
     real = loop.fit_round
 
-    def spy(cfg, dm, make_model, seed, steps, callbacks=None, from_scratch=True):
-        fit = real(cfg, dm, make_model, seed, steps, callbacks, from_scratch)
+    def spy(cfg, dm, make_model, seed, steps, callbacks=None, from_scratch=True, **kw):
+        fit = real(cfg, dm, make_model, seed, steps, callbacks, from_scratch, **kw)
         seen.append((len(dm.labelled), fit.trainer.global_step, from_scratch))
         return fit
 

@@ -146,7 +146,8 @@ def _check_same_size(
 
 # What axal writes: predictions and masks (``*_seg-*``), uncertainty maps, annotate's overlays
 # and maps; and the folders it writes into (a work folder holds rounds.json or run.lock).
-_OUTPUT_RE = re.compile(r"(_seg-[A-Za-z0-9-]+|_uncertainty)$|^round-\d+_rank-\d+_")
+# (``.round-<k>``: a new prediction kept beside a person's edited one)
+_OUTPUT_RE = re.compile(r"(_seg-[A-Za-z0-9-]+(\.round-\d+)?|_uncertainty)$|^round-\d+_rank-\d+_")
 OUTPUT_MARKERS = ("rounds.json", "run.lock")
 
 

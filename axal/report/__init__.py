@@ -22,12 +22,15 @@ from pathlib import Path
 
 from axal.atomic import atomic_write
 from axal.report.figures import (
+    MAP_DPI,
     _fig_bytes,
     _learning_curve_figure,
     _uncertainty_entries,
     _uncertainty_figure,
     learning_curve_figure,
     measure_name,
+    paired_difference_figure,
+    paired_differences,
     uncertainty_figure,
 )
 from axal.report.html import _html
@@ -112,6 +115,8 @@ __all__ = [
     "main_table",
     "mde_paired",
     "measure_name",
+    "paired_difference_figure",
+    "paired_differences",
     "paired_wilcoxon",
     "round_fraction",
     "run_restarts",
@@ -154,10 +159,14 @@ def write_report(
     curves_png = _fig_bytes(fig, "png")
     atomic_write(out / "learning_curves.png", curves_png)
     atomic_write(out / "learning_curves.svg", _fig_bytes(fig, "svg"))
+    diff_fig = paired_difference_figure(summary, paired_differences(summary, runs))
+    diff_png = _fig_bytes(diff_fig, "png") if diff_fig is not None else None
+    if diff_png:
+        atomic_write(out / "paired_difference.png", diff_png)
     maps = _uncertainty_entries(runs)
     maps_fig = uncertainty_figure(maps) if maps else None
     # the thumbnails are a preview (every map is also inlined full size): keep the file light
-    maps_png = _fig_bytes(maps_fig, "png", dpi=90) if maps_fig is not None else None
+    maps_png = _fig_bytes(maps_fig, "png", dpi=MAP_DPI) if maps_fig is not None else None
     if maps_png:
         atomic_write(out / "uncertainty_maps.png", maps_png)
     elif (out / "uncertainty_maps.png").is_file():
@@ -168,5 +177,7 @@ def write_report(
     atomic_write(out / "table.csv", _table_csv(summary))
     atomic_write(out / "summary.csv", _summary_csv(summary))
     atomic_write(out / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
-    atomic_write(out / "report.html", _html(summary, curves_png, maps, maps_png, runs, out))
+    atomic_write(
+        out / "report.html", _html(summary, curves_png, maps, maps_png, runs, out, diff_png)
+    )
     return summary

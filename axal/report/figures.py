@@ -14,12 +14,15 @@ from typing import Any
 
 import numpy as np
 
-from axal.report.statistics import FRACTION, UNITS
+from axal.report.statistics import FRACTION, UNITS, interpolate_at, learning_curve, t_interval
 from axal.report.summary import _group, _rkey, _seed_key
 from axal.report.tables import _num
 
 MAP_NAME = re.compile(r"round-(\d+)_(picked|fixed)_(.+)\.(?:png|svg)$", re.IGNORECASE)
-MAX_MAP_ROUNDS = 6  # rounds shown per strategy in the evolution figure (evenly spaced)
+# rounds shown per strategy in the evolution figure (evenly spaced): with 4, the figure is
+# about as wide as the report's page (1200 px), so the browser does not shrink its text
+MAX_MAP_ROUNDS = 4
+MAP_DPI = 90  # the evolution figure's resolution in the report
 
 
 BUDGET_TICKS = [0.5, 1, 2, 5, 10, 20, 50, 100]  # % of the pool's pixels
@@ -107,6 +110,112 @@ def learning_curve_figure(summary: dict):
 
 
 _learning_curve_figure = learning_curve_figure  # the name before the report was split
+
+
+def paired_differences(summary: dict, runs: list[dict]) -> dict[str, dict[str, dict]]:
+    """group -> strategy -> {x, mean, ci_low, ci_high, n}: the strategy's test Dice minus
+    random's on the same seed, at the budgets of the strategy's learning curve (exact image
+    counts, or interpolated pixel fractions), mean and 95% t-interval over the paired seeds.
+
+    Only the strategies the summary kept (few-seed ones are left out there) and seeds that
+    both the strategy and the baseline ran.
+    """
+    groups, _ = _group(runs)
+    out: dict[str, dict[str, dict]] = {}
+    for ds, d in summary["datasets"].items():
+        base = d.get("baseline")
+        if base is None or base not in groups.get(ds, {}):
+            continue
+        budget = d.get("budget_axis", UNITS)
+        for st, s in d["strategies"].items():
+            per = groups[ds].get(st, {})
+            seeds = [k for k in per if k in groups[ds][base]]
+            xs = [float(x) for x in (s.get("curve") or {}).get("x", [])]
+            if st == base or not seeds or not xs:
+                continue
+            diffs = np.array(
+                [
+                    _curve_at(per[k], budget, xs) - _curve_at(groups[ds][base][k], budget, xs)
+                    for k in sorted(seeds, key=_seed_key)
+                ]
+            )
+            cur: dict[str, list] = {"x": [], "mean": [], "ci_low": [], "ci_high": [], "n": []}
+            for j, x in enumerate(xs):
+                v = diffs[:, j][np.isfinite(diffs[:, j])]
+                if not v.size:
+                    continue
+                lo, hi = t_interval(v)
+                for key, value in zip(cur, (x, float(v.mean()), lo, hi, int(v.size))):
+                    cur[key].append(value)
+            if cur["x"]:
+                out.setdefault(ds, {})[st] = cur
+    return out
+
+
+def _curve_at(run: Mapping, budget: str, xs: list[float]) -> np.ndarray:
+    """A run's test Dice at budgets ``xs``: recorded there (images) or interpolated (pixels)."""
+    x, y = learning_curve(run, budget=budget)
+    if budget == UNITS:
+        return np.array([float(y[x == b][-1]) if (x == b).any() else np.nan for b in xs])
+    return interpolate_at(x, y, xs)
+
+
+def paired_difference_figure(summary: dict, diffs: dict[str, dict[str, dict]]):
+    """One panel per (group, strategy), side by side with a shared Dice axis: the strategy's
+    paired difference from random against the budget, its mean with the 95% band, and the
+    zero line (no difference). Separate panels keep overlapping bands readable. None when
+    nothing is paired."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator, PercentFormatter
+
+    panels = [(ds, st) for ds in summary["datasets"] for st in diffs.get(ds, {})]
+    if not panels:
+        return None
+    ncols = min(4, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig = Figure(figsize=(3.4 * ncols + 0.6, 3.3 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True).ravel()
+    all_strats = sorted(
+        {s for d in summary["datasets"].values() for s in d["strategies"] if s != d["baseline"]}
+    )
+    palette = {s: f"C{i % 10}" for i, s in enumerate(all_strats)}
+    for ax in axes[len(panels) :]:
+        ax.set_axis_off()
+    for ax, (ds, st) in zip(axes, panels, strict=False):
+        d, c = summary["datasets"][ds], diffs[ds][st]
+        tile = d.get("budget_axis", UNITS) == FRACTION
+        scale = 100.0 if tile else 1.0
+        ax.axhline(0.0, color="k", lw=1.0, ls="--")
+        x = scale * np.array(c["x"], dtype=float)
+        m = 100.0 * np.array(c["mean"], dtype=float)
+        lo = 100.0 * np.array([_num(v) for v in c["ci_low"]])
+        hi = 100.0 * np.array([_num(v) for v in c["ci_high"]])
+        color = palette.get(st, "C0")
+        ax.plot(x, m, marker="" if tile else "o", ms=3, color=color, lw=1.8)
+        band = np.isfinite(lo) & np.isfinite(hi)
+        if band.any():
+            ax.fill_between(
+                x, np.where(band, lo, np.nan), np.where(band, hi, np.nan),
+                color=color, alpha=0.2, lw=0,
+            )  # fmt: skip
+        ax.set_title(f"{ds}: {st} − {d['baseline']}\n(n={max(c['n'])} paired seeds)", fontsize=10)
+        if tile:
+            ax.set_xscale("log")
+            lo_x, hi_x = ax.get_xlim()
+            ax.xaxis.set_major_locator(
+                FixedLocator([t for t in BUDGET_TICKS if lo_x <= t <= hi_x] or BUDGET_TICKS)
+            )
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.set_xlim(lo_x, hi_x)
+            ax.set_xlabel("labelled pixels (% of pool)")
+            ax.xaxis.set_major_formatter(PercentFormatter(100.0, decimals=None))
+        else:
+            ax.set_xlabel("labelled images")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    for ax in axes[::ncols]:
+        ax.set_ylabel("Dice points vs random (paired)")
+    return fig
 
 
 def _full_data_line(ax: Any, d: dict) -> None:
@@ -224,7 +333,7 @@ def uncertainty_figure(entries: dict[str, dict[str, dict]]):
     if not rows:
         return None
     ncols = max(len(e["rounds"]) for _, _, e in rows)
-    fig = Figure(figsize=(3.6 * ncols + 1.6, 1.9 * len(rows)), layout="constrained")
+    fig = Figure(figsize=(2.9 * ncols + 1.6, 1.75 * len(rows)), layout="constrained")
     axes = fig.subplots(len(rows), ncols, squeeze=False)
     shown = 0
     for i, (ds, st, e) in enumerate(rows):
@@ -243,9 +352,9 @@ def uncertainty_figure(entries: dict[str, dict[str, dict]]):
                 continue
             ax.imshow(img, cmap="magma" if img.ndim == 2 else None)
             role, image_id = map_caption(readable[0])
-            ax.set_title(f"round {rnd} · {role}\n{image_id}", fontsize=7)
+            ax.set_title(f"round {rnd} · {role}\n{image_id}", fontsize=9)
             shown += 1
-        measure = "\n".join(textwrap.wrap(e.get("measure", "uncertainty"), 24))
+        measure = "\n".join(textwrap.wrap(e.get("measure", "uncertainty"), 20))
         axes[i][0].text(
             -0.04,
             0.5,
@@ -253,7 +362,7 @@ def uncertainty_figure(entries: dict[str, dict[str, dict]]):
             transform=axes[i][0].transAxes,
             ha="right",
             va="center",
-            fontsize=7,
+            fontsize=9,
         )
     return fig if shown else None
 

@@ -42,6 +42,17 @@ figure{display:inline-block;margin:2px} figcaption{color:#666;font-size:.8em}
 """
 
 
+PAIRED_NOTE = (
+    "One panel per strategy: its test Dice minus random's on the same seed (the same split, "
+    "initial set and initial weights), in Dice points (x100), at the budgets of its learning curve "
+    "(recorded image counts; tile studies interpolate between rounds). Line: the mean "
+    "difference over the paired seeds (their number above each panel); band: its 95% Student-t "
+    "interval over those seeds (a paired t-interval). Where the band holds zero (dashed line), "
+    "no difference from random is shown at that budget. Curves within a point of each other "
+    "in the learning-curve figure can differ consistently here, seed by seed, or not at all."
+)
+
+
 def _b64_img(data: bytes, alt: str, mime: str = "image/png", css: str = "") -> str:
     src = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
     cls = f' class="{css}"' if css else ""
@@ -153,6 +164,7 @@ def _html(
     maps_png: bytes | None,
     runs: list[dict],
     out_dir: Path = Path("."),
+    paired_png: bytes | None = None,
 ) -> str:
     e = html.escape
     parts = [
@@ -176,6 +188,12 @@ def _html(
         f"<p>{e(figure_note())}</p>",
         _b64_img(curves_png, "learning curves"),
     ]
+    if paired_png:
+        parts += [
+            "<h2>Paired difference from random</h2>",
+            f"<p>{e(PAIRED_NOTE)}</p>",
+            _b64_img(paired_png, "each strategy's paired difference from random"),
+        ]
     for name, d in summary["datasets"].items():
         parts += _group_section(name, d)
     parts += _maps_section(maps, maps_png, out_dir)

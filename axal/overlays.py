@@ -1,4 +1,5 @@
-"""Uncertainty figures: image, prediction and uncertainty heatmap side by side (paper figs 7-8).
+"""Uncertainty overlays of one image: image, prediction and uncertainty side by side (paper figs
+7-8), and the heatmap with a suggestion's box that an annotator opens (``annotate``).
 
 A figure must read the same whatever it shows: the prediction panel uses one fixed colour per
 class (a map that is all myelin and one that is all background look different), and the
@@ -72,7 +73,7 @@ def save_uncertainty_png(
     fig = Figure(figsize=(9.6, 3.9), dpi=80, layout="constrained")
     axes = fig.subplots(1, 3)
     axes[0].imshow(np.asarray(image, dtype=np.float32), cmap="gray")
-    axes[0].set_title("image", fontsize=9)
+    axes[0].set_title("image", fontsize=12)
 
     names, colours = class_colours(n_classes)
     axes[1].imshow(
@@ -82,29 +83,29 @@ def save_uncertainty_png(
         vmax=n_classes - 0.5,
         interpolation="nearest",
     )
-    axes[1].set_title("prediction (MC mean, argmax)", fontsize=9)
+    axes[1].set_title("prediction (MC mean, argmax)", fontsize=12)
     axes[1].legend(
         handles=[Patch(facecolor=c, edgecolor="0.5", label=n) for n, c in zip(names, colours)],
         loc="upper center",
         bbox_to_anchor=(0.5, -0.02),
         ncol=n_classes,
-        fontsize=7,
+        fontsize=10,
         frameon=False,
         handlelength=1.0,
         columnspacing=0.8,
     )
 
     shown = axes[2].imshow(unc, cmap="inferno", vmin=0.0, vmax=top)
-    axes[2].set_title("\n".join(textwrap.wrap(measure, 34)), fontsize=8)
+    axes[2].set_title("\n".join(textwrap.wrap(measure, 30)), fontsize=11)
     bar = fig.colorbar(shown, ax=axes[2], fraction=0.046, pad=0.04)
-    bar.ax.tick_params(labelsize=7)
+    bar.ax.tick_params(labelsize=10)
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
         for x, y, w, h in boxes or []:
             ax.add_patch(Rectangle((x - 0.5, y - 0.5), w, h, fill=False, ec="#00e5ff", lw=1.2))
     if title:
-        fig.suptitle(title, fontsize=8)
+        fig.suptitle(title, fontsize=11)
     return _save(fig, path)
 
 
@@ -116,12 +117,15 @@ def save_overlay_png(
     title: str = "",
     *,
     measure: str = "uncertainty",
+    vmax: float | None = None,
 ) -> Path:
     """The image with its uncertainty as a translucent heatmap and the suggested boxes.
 
     What an annotator looks at before labelling a suggestion: where the model is unsure, and
     which region (``boxes``: x, y, width, height in the pixels of ``image``) to label first.
     The first box is the suggestion itself (solid), the others are more of the same batch.
+    The colour scale runs from 0 to ``vmax`` (default: this map's maximum), shown on the
+    colour bar: one ``vmax`` for a round's overlays makes a colour the same value in each.
     """
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
@@ -135,7 +139,7 @@ def save_overlay_png(
         from matplotlib.colors import Normalize
 
         unc = np.nan_to_num(np.asarray(uncertainty, dtype=np.float32))
-        top = float(unc.max()) if unc.size and unc.max() > 0 else 1.0
+        top = float(vmax) if vmax else (float(unc.max()) if unc.size and unc.max() > 0 else 1.0)
         level = np.clip(unc / top, 0.0, 1.0)
         heat = colormaps["inferno"](level)
         heat[..., 3] = 0.85 * np.sqrt(level)  # certain pixels leave the image visible
