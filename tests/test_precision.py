@@ -13,6 +13,7 @@ from axal.checkpoint import load_model
 from axal.errors import ConfigError
 from axal.first_round import entry_dir
 from axal.loop import build_model, run
+from axal.mc_dropout import mc_dropout_stats
 from tests.conftest import compose_cfg
 
 SPLITS = {"test": ["a"], "val": ["b"], "initial": ["c"], "pool": ["d", "e"]}
@@ -79,3 +80,25 @@ def test_a_bf16_channels_last_run_predicts_in_fp32_with_its_layout(cfg_factory, 
     assert probs.dtype == torch.float32
     np.testing.assert_allclose(probs.sum(0).numpy(), 1.0, atol=1e-5)
     torch.testing.assert_close(probs, model.predict_image(image))
+
+
+@pytest.mark.parametrize("placement", ["paper", "decoder", "head"])
+def test_mc_dropout_scores_a_channels_last_model_as_its_nchw_twin(placement):
+    stats = []
+    for channels_last in (False, True):
+        cfg = compose_cfg(
+            [
+                "dataset=synthetic",
+                "model=tiny",
+                f"model.dropout_placement={placement}",
+                f"model.module.channels_last={channels_last}",
+            ]
+        )
+        torch.manual_seed(0)
+        net = build_model(cfg, 2).eval().net
+        image = np.random.default_rng(0).random((1, 100, 90)).astype(np.float32)
+        stats.append(mc_dropout_stats(net, image, T=3, patch=64, overlap=16, seed=1))
+    for field in ("mean", "var", "entropy", "mutual_info"):
+        torch.testing.assert_close(
+            getattr(stats[1], field), getattr(stats[0], field), atol=1e-5, rtol=1e-4
+        )
