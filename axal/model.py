@@ -104,6 +104,10 @@ class SegModel(L.LightningModule):
     MC-dropout engine can split it into a cached prefix and a stochastic suffix. The learning
     rate warms up linearly over the first ``warmup`` share of the round's optimizer steps, then
     follows a cosine to zero: the weights that are tested come from the end of a decay.
+
+    ``channels_last`` stores the weights, and so every activation, as NHWC (faster convolutions
+    on CPU; ``docs/engine.md``). Inference (test, collapse check, MC dropout, predict, annotate)
+    always runs in fp32, outside ``trainer.precision``'s autocast, with the same memory format.
     """
 
     def __init__(
@@ -118,10 +122,11 @@ class SegModel(L.LightningModule):
         eval_batch_size: int = 4,
         cosine: bool = True,
         warmup: float = 0.05,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net"])
-        self.net = net
+        self.net = net.to(memory_format=torch.channels_last) if channels_last else net
         self.loss_fn = build_loss(loss, n_classes)
         self._counts: dict[str, torch.Tensor] = {}
         self._fibers: dict[str, list[dict]] | None = None
@@ -148,6 +153,8 @@ class SegModel(L.LightningModule):
         self.meta = checkpoint.get(META_KEY, self.meta)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.hparams.get("channels_last"):
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor] | dict, batch_idx: int):
@@ -180,15 +187,17 @@ class SegModel(L.LightningModule):
 
     @torch.no_grad()
     def predict_image(self, image: torch.Tensor) -> torch.Tensor:
-        """Class probabilities (C, H, W) of a whole (1, H, W) image by sliding windows."""
+        """Class probabilities (C, H, W) of a whole (1, H, W) image by sliding windows, in fp32
+        also under a bf16 trainer (its autocast is switched off here)."""
         hp = self.hparams
-        return sliding_window(
-            lambda t: torch.softmax(self(t), dim=1),
-            image,
-            patch=hp.patch_size,
-            overlap=hp.overlap,
-            batch_size=hp.eval_batch_size,
-        )
+        with torch.autocast(self.device.type, enabled=False):
+            return sliding_window(
+                lambda t: torch.softmax(self(t), dim=1),
+                image,
+                patch=hp.patch_size,
+                overlap=hp.overlap,
+                batch_size=hp.eval_batch_size,
+            )
 
     def _count(self, batch: dict[str, Any]) -> None:
         image, mask = batch["image"][0], batch["mask"][0]

@@ -21,6 +21,13 @@ e.g.   python benchmarks/training.py strategy=bald trainer.steps=200
 Contention: ``--compete N`` times only the bare loop (in subprocesses, --seconds each), quiet and
 beside N busy processes, with OpenMP spinning (ACTIVE) and sleeping (PASSIVE, axal's default),
 and prints steps/s against the quiet rate and against the fair share cores / (N + 1).
+
+Precision: ``--precision`` times the bare loop per model (``--models``, conf/model) in fp32,
+channels_last, bf16 autocast, bf16 + channels_last and torch.compile, 1 thread, each model in
+its own process. The settings take turns (``--reps`` rounds of ``--seconds`` each, the order
+rotating), so a noisy machine slows them alike; it prints per setting the median steps/s and
+the median of its per-round ratio to fp32. torch.compile is timed in a second phase against
+fp32 eager; a compile that fails, or exceeds ``--compile-timeout``, is recorded, not fatal.
 """
 
 from __future__ import annotations
@@ -28,9 +35,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -166,6 +175,113 @@ def measure_round(cfg) -> dict:
     }
 
 
+PRECISIONS = {  # name: (channels_last, autocast dtype)
+    "fp32": (False, None),
+    "channels_last": (True, None),
+    "bf16": (False, torch.bfloat16),
+    "bf16_channels_last": (True, torch.bfloat16),
+}
+
+
+def _training_step(cfg, channels_last: bool, dtype, compiled: bool = False):
+    """One optimizer step of the bare loop in this setting, as a closure (its own model)."""
+    L.seed_everything(0, verbose=False)
+    cfg = cfg.copy()
+    cfg.model.module.channels_last = channels_last
+    model = loop.build_model(cfg, TASKS[cfg.task])
+    net = torch.compile(model.net) if compiled else model.net
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.model.module.lr)
+    b, p = cfg.dataset.batch_size, cfg.dataset.patch_size
+    x = torch.rand(b, 1, p, p)
+    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    y = (torch.rand(b, p, p) > 0.6).long()
+    model.train()
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            loss = model.loss_fn(net(x), y)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def _interleaved(steps: dict, reps: int, seconds: float) -> dict:
+    """Median steps/s per setting, and the median ratio to the first setting's in each round."""
+    rates: dict[str, list[float]] = {name: [] for name in steps}
+    names = list(steps)
+    for rep in range(reps):
+        for name in names[rep % len(names) :] + names[: rep % len(names)]:
+            start, done = time.perf_counter(), 0
+            while done < 2 or time.perf_counter() - start < seconds:
+                steps[name]()
+                done += 1
+            rates[name].append(done / (time.perf_counter() - start))
+    ref = rates[names[0]]
+    median = statistics.median
+    return {
+        name: {
+            "steps_per_s": round(median(r), 3),
+            "vs_" + names[0]: round(median([a / b for a, b in zip(r, ref)]), 3),
+            "per_round": [round(v, 3) for v in r],
+        }
+        for name, r in rates.items()
+    }
+
+
+def precision_child(model: str, reps: int, seconds: float, compile_: bool) -> None:
+    """Print one JSON line of eager settings, then (``compile_``) one of torch.compile."""
+    cfg = compose_cfg([f"model={model}"])
+    steps = {name: _training_step(cfg, cl, dtype) for name, (cl, dtype) in PRECISIONS.items()}
+    for step in steps.values():  # warm-up: first passes allocate
+        for _ in range(3):
+            step()
+    print(json.dumps({"eager": _interleaved(steps, reps, seconds)}), flush=True)
+    if not compile_:
+        return
+    start = time.perf_counter()
+    try:
+        compiled = _training_step(cfg, False, None, compiled=True)
+        for _ in range(3):  # the first call compiles forward and backward
+            compiled()
+    except Exception as err:  # an unusable compiler is a result, not a crash
+        print(json.dumps({"compile_error": f"{type(err).__name__}: {err}"[:500]}), flush=True)
+        return
+    compile_s = time.perf_counter() - start
+    table = _interleaved({"fp32": steps["fp32"], "compile": compiled}, reps, seconds)
+    print(json.dumps({"compile_s": round(compile_s, 1), "compile": table["compile"]}), flush=True)
+
+
+def precision(models: list[str], reps: int, seconds: float, compile_timeout: float | None) -> dict:
+    """:func:`precision_child` per model, each in a fresh 1-thread process (no compile when
+    ``compile_timeout`` is None; the compile phase is stopped after that many seconds)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    table: dict[str, dict] = {}
+    for model in models:
+        args = ["--precision-child", model, "--reps", str(reps), "--seconds", str(seconds)]
+        args += ["--no-compile"] if compile_timeout is None else []
+        cmd = [sys.executable, __file__, "--threads", "1", *args]
+        start, row = time.perf_counter(), {"load_avg_1m_before": os.getloadavg()[0]}
+        child = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
+        timer = None
+        for line in child.stdout:
+            if not line.startswith("{"):
+                continue
+            row.update(json.loads(line))
+            if "eager" in line and compile_timeout is not None:  # the compile phase begins
+                timer = threading.Timer(compile_timeout, child.kill)
+                timer.start()
+        child.wait()
+        if timer is not None:
+            timer.cancel()
+            if child.returncode != 0 and "compile" not in row and "compile_error" not in row:
+                row["compile_error"] = f"stopped: not compiled and timed in {compile_timeout:.0f} s"
+        row["wall_s"] = round(time.perf_counter() - start, 1)
+        table[model] = row
+    return {"threads": 1, "reps": reps, "seconds_per_rep": seconds, "models": table}
+
+
 def _bare_in_child(policy: str, threads: int, seconds: float, overrides: list[str]) -> float:
     """Bare steps/s in a fresh process: OpenMP reads its wait policy once, when torch loads."""
     env = dict(
@@ -216,6 +332,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="default: usable CPUs")
     parser.add_argument("--compete", type=int, default=None, help="busy processes beside")
     parser.add_argument("--seconds", type=float, default=20.0, help="per --compete measurement")
+    parser.add_argument("--precision", action="store_true", help="precision table per model")
+    parser.add_argument("--models", default="default,tiny,resnet18,unet_paper")
+    parser.add_argument("--reps", type=int, default=5, help="rounds of --precision settings")
+    parser.add_argument("--no-compile", action="store_true", help="--precision without compile")
+    parser.add_argument("--compile-timeout", type=float, default=300.0)
+    parser.add_argument("--precision-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--bare", type=float, default=None, help=argparse.SUPPRESS)
     args, overrides = parser.parse_known_args()
     args.threads = args.threads or usable_cpus()
@@ -223,6 +345,15 @@ def main() -> None:
     os.environ.setdefault("AXAL_DATA", str(ROOT.parent / "shared" / "data"))
     if args.bare is not None:  # a child of --compete
         print(bare_steps_per_s(compose_cfg(overrides), 10**9, seconds=args.bare))
+        return
+    if args.precision_child is not None:
+        precision_child(args.precision_child, args.reps, args.seconds, not args.no_compile)
+        return
+    if args.precision:
+        seconds = args.seconds if "--seconds" in sys.argv else 3.0
+        models = args.models.split(",")
+        timeout = None if args.no_compile else args.compile_timeout
+        print(json.dumps(precision(models, args.reps, seconds, timeout)))
         return
     if args.compete is not None:
         print(json.dumps(compete(args.compete, args.threads, args.seconds, overrides)))
