@@ -384,7 +384,8 @@ class StatBands:
     def _own_rng(self) -> Iterator[None]:
         """The seed's RNG stream, continued from the last batch; the caller's is restored."""
         cuda = self.device.type == "cuda"
-        with torch.random.fork_rng(devices=[self.device] if cuda else [], enabled=self.seed is not None):
+        devices = [self.device] if cuda else []
+        with torch.random.fork_rng(devices=devices, enabled=self.seed is not None):
             if self.seed is not None:
                 if self._rng is None:
                     torch.manual_seed(self.seed)

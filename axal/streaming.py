@@ -299,9 +299,7 @@ class BilinearRows:
         rows = slice(self.done, end)
         top = self.buf[:, self.h0[rows] - self.buf_top]
         bottom = self.buf[:, self.h1[rows] - self.buf_top]
-        out = top * self.w0[rows, None].to(top.device) + bottom * self.w1[rows, None].to(
-            top.device
-        )
+        out = top * self.w0[rows, None].to(top.device) + bottom * self.w1[rows, None].to(top.device)
         self.done = end
         keep = int(self.h0[end]) if end < self.out_h else have
         self.buf = self.buf[:, min(keep, have) - self.buf_top :]

@@ -161,7 +161,8 @@ def main() -> None:
         for what in args.what:
             if what == "predict":
                 out = args.work / f"predict-{side}"
-                cmd = [sys.executable, "predict.py", f"ckpt={ckpt}", f"input={image(args.work, side)}"]
+                source = image(args.work, side)
+                cmd = [sys.executable, "predict.py", f"ckpt={ckpt}", f"input={source}"]
                 cmd += [f"out={out}", "trainer.num_threads=1"]
             else:
                 root = annotate_folder(args.work, side)
