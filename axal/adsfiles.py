@@ -80,6 +80,73 @@ def write_prediction(
     return {k: p for k, p in paths.items() if k in kinds}
 
 
+class MaskWriter:
+    """AxonDeepSeg's masks of a class map that arrives in row bands: each PNG is written band
+    by band (:mod:`axal.pngstream`), so no full-size map is held. ``paths``: kind -> file;
+    every file appears (atomically) on :meth:`close`, none if a band fails."""
+
+    def __init__(self, paths: dict[str, Path], size: tuple[int, int]) -> None:
+        from axal.pngstream import GreyPngWriter
+
+        self.paths = dict(paths)
+        self.writers: dict[str, GreyPngWriter] = {}
+        try:
+            for kind, path in self.paths.items():
+                self.writers[kind] = GreyPngWriter(path, size[0], size[1])
+        except BaseException:
+            self.abort()
+            raise
+
+    def write(self, classes: np.ndarray) -> None:
+        """The next rows of the class map (0 background, 1 myelin, 2 axon)."""
+        for kind, grey in encode(classes).items():
+            if kind in self.writers:
+                self.writers[kind].write(grey)
+
+    def close(self) -> dict[str, Path]:
+        """Finish every file; returns their paths by kind (``digests``: their SHA-256)."""
+        try:
+            for writer in self.writers.values():
+                writer.close()
+        except BaseException:
+            self.abort()
+            raise
+        self.digests = {k: w.digest for k, w in self.writers.items()}
+        return self.paths
+
+    def abort(self) -> None:
+        for writer in self.writers.values():
+            writer.abort()
+
+
+def task_paths(folder: Path, stem: str, task: str = "axonmyelin") -> dict[str, Path]:
+    """The predicted masks a model of ``task`` writes, by kind (see :data:`TASK_KINDS`)."""
+    paths = prediction_paths(folder, stem)
+    kinds = TASK_KINDS.get(task, tuple(paths))
+    return {k: p for k, p in paths.items() if k in kinds}
+
+
+def kept_paths(folder: Path, stem: str, ledger: dict[str, str], base: Path, tag: str):
+    """Where the three masks go without writing over a file a person may have edited: a file
+    that exists and is not what axal wrote there (by ``ledger``, see
+    :func:`write_prediction_kept`) is kept, and the new mask goes beside it, tagged."""
+    out = {}
+    for kind, path in prediction_paths(folder, stem).items():
+        if path.is_file() and ledger.get(str(path.relative_to(base))) != file_digest(path):
+            path = path.with_name(f"{stem}_seg-{kind}.{tag}.png")
+        out[kind] = path
+    return out
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file, read in blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

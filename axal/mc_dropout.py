@@ -353,6 +353,7 @@ class StatBands:
         on_suffix_batch: Callable[[int], None] | None = None,
         regions: Sequence[Region] | None = None,
         keys: Sequence[str] = STAT_KEYS,
+        modes: nn.Module | None = None,
     ) -> None:
         from .streaming import Windows, as_rows
 
@@ -368,6 +369,7 @@ class StatBands:
         self.prefix, self.suffix, self.T = prefix, suffix, T
         self.tile_batch, self.sample_chunk, self.seed = tile_batch, sample_chunk, seed
         self.device, self.on_suffix_batch, self.keys = device, on_suffix_batch, tuple(keys)
+        self.modes = modes  # a network put in MC mode while the bands are computed
         self.source = as_rows(image if hasattr(image, "rows") else _as_image(image))
         h, w = self.source.shape
         self.height = h
@@ -434,6 +436,14 @@ class StatBands:
     def __iter__(self) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
         from .streaming import blend_bands
 
+        with mc_mode(self.modes) if self.modes is not None else contextlib.nullcontext():
+            yield from self._bands(blend_bands)
+        assert self._feats is not None
+        self.features = (self._feats / self._n_tiles).float().cpu().numpy()
+        if self.region_pool is not None:
+            self.region_features = self.region_pool.result()
+
+    def _bands(self, blend_bands: Callable) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
         yield from blend_bands(
             self.source,
             self.win,
@@ -446,10 +456,6 @@ class StatBands:
             dtype=torch.float32,
             sum_dtype=torch.float64,
         )
-        assert self._feats is not None
-        self.features = (self._feats / self._n_tiles).float().cpu().numpy()
-        if self.region_pool is not None:
-            self.region_features = self.region_pool.result()
 
 
 def _run(

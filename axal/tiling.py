@@ -90,9 +90,13 @@ def sliding_window_bands(
     batch_size: int = 4,
     multiple: int = 32,
     device: torch.device | None = None,
+    mode=None,
+    dtype: torch.dtype | None = None,
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """:func:`sliding_window` over a row source (``axal.streaming``): yields (first row,
-    (K, n, W) blended output) bands top down, each as soon as no later window touches it."""
+    (K, n, W) blended output) bands top down, each as soon as no later window touches it.
+    ``mode``: a context for each step (e.g. ``torch.inference_mode``); ``dtype``: of the
+    windows (None: the source's)."""
     from axal.streaming import Windows, as_rows, blend_bands
 
     source = as_rows(source)
@@ -108,5 +112,7 @@ def sliding_window_bands(
     def finish(sums: dict[str, torch.Tensor], norm: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"out": sums["out"] / norm.clamp_min(1e-8)}
 
-    for y0, maps in blend_bands(source, win, batch_size, run, weight, finish, device):
+    kw = {} if mode is None else {"mode": mode}  # e.g. torch.inference_mode, per band
+    bands = blend_bands(source, win, batch_size, run, weight, finish, device, dtype=dtype, **kw)
+    for y0, maps in bands:
         yield y0, maps["out"]

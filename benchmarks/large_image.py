@@ -6,7 +6,10 @@ One JSON line per case::
 
   {"what": "predict" | "annotate", "side": 8000, "peak_rss_mb": ..., "seconds": ..., "rc": 0}
 
-``predict``: ``python predict.py ckpt=<tiny model> input=<one side x side grey PNG>``.
+``predict``: ``python predict.py ckpt=<tiny model> input=<one side x side grey PNG>``. The
+images are at 0.05 um/px and the model at 0.1 (``--pixel-size``): both resample them to half
+their side, so the network (the slow part on a busy CPU) sees a quarter of the pixels while
+decoding, resampling and the masks at the image's own size stay full size.
 ``annotate``: one round of ``python annotate.py`` on a folder with two small labelled cases and
 the large image unlabelled in the pool (tiny model, 2 training steps, al.mc_samples=2, the
 default hybrid strategy): pool scoring, overlays and predictions of the large image.
@@ -72,6 +75,9 @@ run(cfg, "ckpt-run")
 """
 
 
+MODEL_PIXEL_SIZE = 0.1  # um/px the checkpoint was trained at
+
+
 def child(cmd: list[str], cwd: Path) -> dict:
     """Run ``cmd`` niced with one thread; its own peak RSS (MB), seconds and exit status."""
     env = {**os.environ, **ENV}
@@ -96,11 +102,13 @@ def child(cmd: list[str], cwd: Path) -> dict:
     return out
 
 
-def image(work: Path, side: int) -> Path:
-    path = work / "images" / f"grey-{side}.png"
+def image(work: Path, side: int, pixel_size: float) -> Path:
+    """The side x side grey PNG, alone in its folder with its pixel size beside it."""
+    path = work / "images" / f"{side}" / "image.png"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, "-c", MAKE_IMAGE, str(side), str(path)], check=True)
+    (path.parent / "pixel_size_in_micrometer.txt").write_text(f"{pixel_size}\n")
     return path
 
 
@@ -109,6 +117,7 @@ def checkpoint(work: Path) -> Path:
     path = work / "ckpt-run" / "checkpoints" / "round-0.ckpt"
     if not path.is_file():
         over = ["dataset=synthetic", "task=axonmyelin", "strategy=random", "al.rounds=1"]
+        over += [f"dataset.pixel_size={MODEL_PIXEL_SIZE}"]
         over += ["al.initial=2", "trainer.steps=5"]
         over += [o for o in TINY if not o.startswith("trainer.steps")]
         subprocess.run(
@@ -121,7 +130,7 @@ def checkpoint(work: Path) -> Path:
     return path
 
 
-def annotate_folder(work: Path, side: int) -> Path:
+def annotate_folder(work: Path, side: int, pixel_size: float) -> Path:
     """Two small labelled cases and the large image unlabelled (legacy layout)."""
     import numpy as np
     from PIL import Image
@@ -141,8 +150,10 @@ def annotate_folder(work: Path, side: int) -> Path:
         mask[64:192, 64:192] = 127
         mask[96:160, 96:160] = 255
         Image.fromarray(mask).save(root / case / "mask.png")
+        (root / case / "pixel_size_in_micrometer.txt").write_text(f"{MODEL_PIXEL_SIZE}\n")
     (root / "big").mkdir()
-    os.link(image(work, side), root / "big" / "image.png")
+    os.link(image(work, side, pixel_size), root / "big" / "image.png")
+    (root / "big" / "pixel_size_in_micrometer.txt").write_text(f"{pixel_size}\n")
     return root
 
 
@@ -153,6 +164,13 @@ def main() -> None:
     parser.add_argument("--repo", type=Path, default=ROOT, help="checkout whose code runs")
     parser.add_argument("--work", type=Path, default=Path("/tmp/axal-large-image"))
     parser.add_argument("--label", default=None, help="tag of the JSON lines (e.g. before)")
+    parser.add_argument(
+        "--pixel-size",
+        type=float,
+        default=0.05,
+        help="um/px of the large images (the model's is 0.1: 0.05 halves them to model scale, "
+        "a quarter of the network's work, while reading, resampling and writing stay full size)",
+    )
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     ckpt = checkpoint(args.work)
@@ -161,15 +179,17 @@ def main() -> None:
         for what in args.what:
             if what == "predict":
                 out = args.work / f"predict-{side}"
-                source = image(args.work, side)
+                source = image(args.work, side, args.pixel_size)
                 cmd = [sys.executable, "predict.py", f"ckpt={ckpt}", f"input={source}"]
                 cmd += [f"out={out}", "trainer.num_threads=1"]
             else:
-                root = annotate_folder(args.work, side)
+                root = annotate_folder(args.work, side, args.pixel_size)
                 cmd = [sys.executable, "annotate.py", f"dataset.root={root}", "k=1"]
-                cmd += ["al.initial=2", "al.mc_samples=2", *TINY]
+                cmd += ["al.initial=2", "al.mc_samples=2", f"dataset.pixel_size={MODEL_PIXEL_SIZE}"]
+                cmd += TINY
             result = child(cmd, args.repo)
-            line = {"what": what, "side": side, "code": label, **result}
+            line = {"what": what, "side": side, "pixel_size": args.pixel_size, "code": label}
+            line.update(result)
             print(json.dumps(line), flush=True)
 
 
