@@ -154,11 +154,12 @@ class PixelStats:
     n_samples: int
     region_features: np.ndarray | None = None  # (R, D) the same, pooled in each given region
     last: torch.Tensor | None = None  # (H, W) p(foreground) of the last MC sample alone
+    labels: torch.Tensor | None = None  # (H, W) uint8 argmax, when the maps were not kept
 
     @property
     def prediction(self) -> torch.Tensor:
         """(H, W) argmax of the mean probability."""
-        return self.mean.argmax(0)
+        return self.labels if self.labels is not None else self.mean.argmax(0)
 
 
 def _entropy(p: torch.Tensor, dim: int) -> torch.Tensor:

@@ -87,8 +87,12 @@ class GreyPngWriter:
             self.file.close()
             os.chmod(self.tmp, 0o666 & ~_umask())
             os.replace(self.tmp, self.path)
-        except BaseException:
+        except BaseException as err:
             self.abort()
+            if isinstance(err, OSError):  # a full disk: name the file
+                from axal.atomic import write_error
+
+                raise write_error(err, self.path) from err
             raise
         self.digest = self.hash.hexdigest()
         return self.path

@@ -212,3 +212,32 @@ def test_bilinear_rows_match_interpolate():
         out = torch.cat([p for p in parts if p is not None], dim=1)
         expected = F.interpolate(maps[None], size=size, mode="bilinear", align_corners=False)[0]
         torch.testing.assert_close(out, expected, atol=2e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["mc_dropout", "entropy", "bald", "margin", "hybrid"])
+def test_pool_scores_from_bands_equal_the_whole_image_maps(model, name):
+    """Pixel-wise strategies score the pool in row bands: the same scores and picks, and the
+    same prediction beside the map, as from whole maps of every statistic."""
+    from axal.acquisition import _BASES, Hybrid, acquire, image_seed
+    from axal.pools import Unit
+
+    strategy = Hybrid(base="bald", prefilter=3) if name == "hybrid" else _BASES[name]()
+    rng = np.random.default_rng(3)
+    images = {f"i{n}": rng.random((90 + 20 * n, 120), dtype=np.float32) for n in range(3)}
+    units = {i: [Unit(i, x, y, 40, 40) for y in (0, 40) for x in (0, 40, 80)] for i in images}
+    shown = {}
+    kw = dict(mc_samples=3, seed=7, units=units, patch=64, overlap=16, tile_batch=2)
+    picks, scores = acquire(
+        strategy, model.net, images, 2, on_image=lambda i, s, m: shown.setdefault(i, (s, m)), **kw
+    )
+    for i, image in images.items():
+        whole = mc_dropout_stats(
+            model.net, image, T=3, patch=64, overlap=16, seed=image_seed(7, i), tile_batch=2
+        )
+        expected = strategy.pixel_map(whole)
+        stats, pixel_map = shown[i]
+        assert torch.equal(pixel_map, expected)
+        assert torch.equal(stats.prediction.long(), whole.prediction)
+        for u in units[i]:
+            assert scores[u.id] == strategy.reduce(expected[u.slices])
+    assert len(picks) == 2
