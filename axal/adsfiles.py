@@ -159,18 +159,20 @@ def write_prediction_kept(
     ``ledger`` maps each file axal wrote (relative to ``base``) to the SHA-256 of what it wrote.
     A file that exists and is not what axal wrote there (edited, or put there by someone else)
     is kept, and the new mask goes beside it as ``<stem>_seg-<kind>.<tag>.png``. The ledger is
-    updated in place; the caller saves it.
+    updated in place; the caller saves it. (annotate streams the same through
+    :func:`kept_paths` and :class:`MaskWriter` band by band.)
     """
-    paths = prediction_paths(folder, stem)
-    out: dict[str, Path] = {}
-    for kind, grey in encode(classes).items():
-        path = paths[kind]
-        if path.is_file() and ledger.get(str(path.relative_to(base))) != _digest(path.read_bytes()):
-            path = path.with_name(f"{stem}_seg-{kind}.{tag}.png")
-        write_png(path, grey)
-        ledger[str(path.relative_to(base))] = _digest(path.read_bytes())
-        out[kind] = path
-    return out
+    paths = kept_paths(folder, stem, ledger, base, tag)
+    writer = MaskWriter(paths, classes.shape)
+    try:
+        writer.write(classes)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+    for kind, path in paths.items():
+        ledger[str(path.relative_to(base))] = writer.digests[kind]
+    return paths
 
 
 # ------------------------------------------------------------------ manual masks

@@ -27,11 +27,18 @@ from axal.acquisition import image_seed
 from axal.adsfiles import MaskWriter, image_stem, pixel_size_of, task_paths
 from axal.callbacks import mc_batch
 from axal.checkpoint import CheckpointError, load_model
-from axal.data.io import DataError, ImageRows, Sample, resample, resampled_size
+from axal.data.io import (
+    BANDED_RESAMPLE_PIXELS,
+    DataError,
+    ImageRows,
+    Sample,
+    resample,
+    resampled_size,
+)
 from axal.data.sources import IMAGE_SUFFIXES, bids_images, is_axal_output, is_bids
 from axal.mc_dropout import StatBands, check_mc_capable, eval_mode, split_stages
 from axal.pngstream import GreyPngWriter
-from axal.streaming import ResampledRows, RowSource, as_rows, resized_bands
+from axal.streaming import ArrayRows, ResampledRows, RowSource, as_rows, resized_bands
 from axal.tiling import sliding_window_bands
 
 log = logging.getLogger("axal")
@@ -63,7 +70,12 @@ def model_scale_rows(
     if math.isclose(pixel_size, float(model_pixel_size), rel_tol=1e-9):
         return source
     size = resampled_size(source.shape, pixel_size, float(model_pixel_size), path)
-    return source if size == tuple(source.shape) else ResampledRows(source, size)
+    if size == tuple(source.shape):
+        return source
+    if max(size[0] * size[1], source.shape[0] * source.shape[1]) <= BANDED_RESAMPLE_PIXELS:
+        whole = source.rows(0, source.shape[0])  # small: PIL's whole-image resize, as before
+        return ArrayRows(to_model_scale(whole, pixel_size, model_pixel_size, path))
+    return ResampledRows(source, size)
 
 
 def _to_size(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -98,7 +110,18 @@ def segment_bands(
     with eval_mode(model):
         named = ((y0, {"p": band}) for y0, band in bands)
         for y0, maps in resized_bands(named, source.shape[0], size):
-            yield y0, maps["p"].argmax(0).to(torch.uint8).cpu().numpy()
+            yield y0, classes_of_probabilities(maps["p"]).cpu().numpy()
+
+
+def classes_of_probabilities(p: torch.Tensor) -> torch.Tensor:
+    """``p.argmax(0)`` as uint8 (the first of equal maxima), by one elementwise pass per
+    class: on CPU several times faster than an argmax over the leading dimension."""
+    best = p[0]
+    out = torch.zeros(p.shape[1:], dtype=torch.uint8, device=p.device)
+    for c in range(1, p.shape[0]):
+        out.masked_fill_(p[c] > best, c)
+        best = torch.maximum(best, p[c])
+    return out
 
 
 def segment(

@@ -15,7 +15,7 @@ from axal.mc_dropout import StatBands, eval_mode, mc_dropout_stats, split_stages
 from axal.model import SegModel
 from axal.networks import SmpUNet
 from axal.pngstream import GreyPngWriter
-from axal.predict import predict_image, segment_bands, to_model_scale
+from axal.predict import classes_of_probabilities, predict_image, segment_bands, to_model_scale
 from axal.streaming import ArrayRows, BilinearRows, ResampledRows
 from axal.tiling import blend_weight, pad_to, sliding_window, tile_starts
 
@@ -241,3 +241,10 @@ def test_pool_scores_from_bands_equal_the_whole_image_maps(model, name):
         for u in units[i]:
             assert scores[u.id] == strategy.reduce(expected[u.slices])
     assert len(picks) == 2
+
+
+def test_classes_of_probabilities_is_argmax_with_its_ties():
+    p = torch.rand(3, 50, 40)
+    p[1, :5] = p[0, :5]  # ties: the first class wins, as argmax
+    p[2, 5:9] = p[:, 5:9].amax(0)
+    assert torch.equal(classes_of_probabilities(p), p.argmax(0).to(torch.uint8))
