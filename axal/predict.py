@@ -7,6 +7,10 @@ the image. With ``mc_samples`` > 0 an uncertainty map is written too:
 ``<stem>_uncertainty.png``, the predictive entropy of the MC-dropout mean, 0 = certain,
 255 = ln(C) (every class equally likely). One image that cannot be read or segmented is
 reported by name; the others are still predicted.
+
+Everything streams in row bands (:mod:`axal.streaming`, docs/large-images.md): the image is
+normalised, resampled, segmented and written as PNG rows a band at a time, so a 20,000 px
+mosaic costs its decoded file (1 byte per pixel for 8-bit grey) and a band of windows.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from axal.acquisition import image_seed
 from axal.adsfiles import MaskWriter, image_stem, pixel_size_of, task_paths
@@ -76,13 +79,6 @@ def model_scale_rows(
         whole = source.rows(0, source.shape[0])  # small: PIL's whole-image resize, as before
         return ArrayRows(to_model_scale(whole, pixel_size, model_pixel_size, path))
     return ResampledRows(source, size)
-
-
-def _to_size(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(C, h, w) maps resampled (bilinear) to ``size``."""
-    if tuple(maps.shape[-2:]) == tuple(size):
-        return maps
-    return F.interpolate(maps[None].float(), size=size, mode="bilinear", align_corners=False)[0]
 
 
 def segment_bands(
