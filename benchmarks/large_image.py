@@ -86,10 +86,10 @@ def child(cmd: list[str], cwd: Path) -> dict:
         ["nice", "-n", "10", *cmd],
         cwd=cwd,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
-    stderr = proc.stderr.read().decode(errors="replace")
+    stderr = proc.stdout.read().decode(errors="replace")
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     out = {

@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 
 BACKGROUND, MYELIN, AXON = 0, 1, 2
 TIFF_SUFFIXES = (".tif", ".tiff")
+# PIL refuses images beyond 2 x MAX_IMAGE_PIXELS (179 Mpx by default) as "decompression
+# bombs": a 20,000 x 20,000 SEM mosaic is 400 Mpx. A lab's own images are trusted up to this.
+MAX_IMAGE_PIXELS = 1_000_000_000
 
 
 class DataError(AxalError, ValueError):
@@ -47,6 +50,8 @@ def _read_array(path: Path) -> np.ndarray:
             import tifffile
 
             return np.asarray(tifffile.imread(path))
+        if (Image.MAX_IMAGE_PIXELS or 0) < MAX_IMAGE_PIXELS:
+            Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
         with Image.open(path) as im:
             im.load()
             mode = im.mode
