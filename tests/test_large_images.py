@@ -248,3 +248,10 @@ def test_classes_of_probabilities_is_argmax_with_its_ties():
     p[1, :5] = p[0, :5]  # ties: the first class wins, as argmax
     p[2, 5:9] = p[:, 5:9].amax(0)
     assert torch.equal(classes_of_probabilities(p), p.argmax(0).to(torch.uint8))
+
+
+def test_mosaics_past_pils_decompression_bomb_limit_are_read(tmp_path, monkeypatch):
+    """PIL refuses images beyond twice its pixel limit (179 Mpx: a 20k mosaic is 400 Mpx)."""
+    path = _png(tmp_path / "mosaic.png", np.full((120, 100), 200, np.uint8))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 12,000 px is a "bomb" to PIL now
+    np.testing.assert_allclose(read_image(path), 200 / 255)
