@@ -277,8 +277,9 @@ class BilinearRows:
         self.received = 0  # input rows pushed
         self.done = 0  # output rows handed over
 
-    def push(self, band: torch.Tensor) -> torch.Tensor | None:
-        """Add the next input rows (C, n, W_in); return the output rows now complete."""
+    def push(self, band: torch.Tensor) -> int:
+        """Add the next input rows (C, n, W_in); return the end of the output rows now
+        complete (take them with :meth:`rows`, then :meth:`advance`)."""
         band = band.float()
         start, self.received = self.received, self.received + band.shape[-2]
         if self.buf_top > start:  # rows no output row needs
@@ -290,40 +291,63 @@ class BilinearRows:
         elif band.shape[-1] != self.out_w:
             band = band.new_zeros((*band.shape[:-1], self.out_w))
         self.buf = band if self.buf is None else torch.cat([self.buf, band], dim=-2)
-        have = self.received
         end = self.done
-        while end < self.out_h and self.h1[end] < have:
+        while end < self.out_h and self.h1[end] < self.received:
             end += 1
-        if end == self.done:
-            return None
-        rows = slice(self.done, end)
+        return end
+
+    def rows(self, lo: int, hi: int) -> torch.Tensor:
+        """Output rows ``lo:hi`` (complete ones, not yet advanced past), (C, hi - lo, W_out)."""
+        assert self.buf is not None and self.done <= lo <= hi
+        rows = slice(lo, hi)
         top = self.buf[:, self.h0[rows] - self.buf_top]
         bottom = self.buf[:, self.h1[rows] - self.buf_top]
-        out = top * self.w0[rows, None].to(top.device) + bottom * self.w1[rows, None].to(top.device)
+        w0, w1 = self.w0[rows, None].to(top.device), self.w1[rows, None].to(top.device)
+        return top * w0 + bottom * w1
+
+    def advance(self, end: int) -> None:
+        """Forget the input rows that no output row from ``end`` on needs."""
         self.done = end
-        keep = int(self.h0[end]) if end < self.out_h else have
-        self.buf = self.buf[:, min(keep, have) - self.buf_top :]
+        keep = int(self.h0[end]) if end < self.out_h else self.received
+        assert self.buf is not None
+        self.buf = self.buf[:, min(keep, self.received) - self.buf_top :]
         self.buf_top = keep
+
+    def push_all(self, band: torch.Tensor) -> torch.Tensor | None:
+        """:meth:`push`, then every completed output row at once (None if none)."""
+        lo, end = self.done, self.push(band)
+        if end == lo:
+            return None
+        out = self.rows(lo, end)
+        self.advance(end)
         return out
 
 
-def resized_bands(bands: Iterator[Band], in_h: int, size: tuple[int, int]) -> Iterator[Band]:
-    """Row bands of maps (each (C, n, W) or (n, W)) resampled bilinearly to ``size`` (H, W)."""
+def resized_bands(
+    bands: Iterator[Band], in_h: int, size: tuple[int, int], budget: int = 1 << 22
+) -> Iterator[Band]:
+    """Row bands of maps (each (C, n, W) or (n, W)) resampled bilinearly to ``size`` (H, W).
+
+    Upsampling multiplies a band's rows: output bands are cut to about ``budget`` values each,
+    so enlarging a model-scale band 8x does not hold 8x the band at once."""
     resizers: dict[str, BilinearRows] = {}
-    for _, maps in bands:
+    for y0, maps in bands:
         if in_h == size[0] and all(m.shape[-1] == size[1] for m in maps.values()):
-            yield _, maps
+            yield y0, maps
             continue
-        out = {}
+        flat = {k: v.dim() == 2 for k, v in maps.items()}
         for key, value in maps.items():
-            r = resizers.setdefault(key, BilinearRows(in_h, size[0], size[1]))
-            flat = value.dim() == 2
-            got = r.push(value[None] if flat else value)
-            if got is not None:
-                out[key] = got[0] if flat else got
-                start = r.done - got.shape[-2]
-        if out:
-            yield start, out
+            resizer = resizers.setdefault(key, BilinearRows(in_h, size[0], size[1]))
+            end = resizer.push(value[None] if flat[key] else value)
+        lo = next(iter(resizers.values())).done
+        channels = sum(1 if flat[k] else int(v.shape[0]) for k, v in maps.items())
+        step = max(1, budget // max(1, channels * size[1]))
+        for a in range(lo, end, step):
+            b = min(end, a + step)
+            out = {k: r.rows(a, b) for k, r in resizers.items()}
+            yield a, {k: v[0] if flat[k] else v for k, v in out.items()}
+        for resizer in resizers.values():
+            resizer.advance(end)
 
 
 # ------------------------------------------------------------------ resampling an image

@@ -208,7 +208,7 @@ def test_bilinear_rows_match_interpolate():
     maps = torch.rand(3, 97, 64)
     for size in [(50, 33), (200, 64), (97, 80)]:
         resizer = BilinearRows(97, *size)
-        parts = [resizer.push(maps[:, y : y + 10]) for y in range(0, 97, 10)]
+        parts = [resizer.push_all(maps[:, y : y + 10]) for y in range(0, 97, 10)]
         out = torch.cat([p for p in parts if p is not None], dim=1)
         expected = F.interpolate(maps[None], size=size, mode="bilinear", align_corners=False)[0]
         torch.testing.assert_close(out, expected, atol=2e-5, rtol=0)
@@ -255,3 +255,17 @@ def test_mosaics_past_pils_decompression_bomb_limit_are_read(tmp_path, monkeypat
     path = _png(tmp_path / "mosaic.png", np.full((120, 100), 200, np.uint8))
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 12,000 px is a "bomb" to PIL now
     np.testing.assert_allclose(read_image(path), 200 / 255)
+
+
+def test_enlarged_bands_are_cut_to_a_budget():
+    from axal.streaming import resized_bands
+
+    maps = torch.rand(3, 40, 30)
+    bands = ((y, {"p": maps[:, y : y + 8]}) for y in range(0, 40, 8))
+    out = list(resized_bands(bands, 40, (320, 240), budget=3 * 240 * 16))
+    assert all(m["p"].shape[1] <= 16 for _, m in out)  # 16 rows of 240 x 3 values each
+    starts = [0] + list(np.cumsum([m["p"].shape[1] for _, m in out]))[:-1]
+    assert [y for y, _ in out] == starts  # in order, no row missing or repeated
+    whole = torch.cat([m["p"] for _, m in out], dim=1)
+    expected = F.interpolate(maps[None], size=(320, 240), mode="bilinear")[0]
+    torch.testing.assert_close(whole, expected, atol=2e-5, rtol=0)
