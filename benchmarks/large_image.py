@@ -7,9 +7,10 @@ One JSON line per case::
   {"what": "predict" | "annotate", "side": 8000, "peak_rss_mb": ..., "seconds": ..., "rc": 0}
 
 ``predict``: ``python predict.py ckpt=<tiny model> input=<one side x side grey PNG>``. The
-images are at 0.05 um/px and the model at 0.1 (``--pixel-size``): both resample them to half
-their side, so the network (the slow part on a busy CPU) sees a quarter of the pixels while
-decoding, resampling and the masks at the image's own size stay full size.
+images are at 0.0125 um/px and the model at 0.1 (``--pixel-size``): both resample them to an
+eighth of their side, so the network (the slow part on a busy CPU) sees 1/64 of the pixels
+while decoding, resampling and the masks at the image's own size stay full size;
+``--pixel-size 0.1`` runs every pixel through the network.
 ``annotate``: one round of ``python annotate.py`` on a folder with two small labelled cases and
 the large image unlabelled in the pool (tiny model, 2 training steps, al.mc_samples=2, the
 default hybrid strategy): pool scoring, overlays and predictions of the large image.
@@ -167,9 +168,10 @@ def main() -> None:
     parser.add_argument(
         "--pixel-size",
         type=float,
-        default=0.05,
-        help="um/px of the large images (the model's is 0.1: 0.05 halves them to model scale, "
-        "a quarter of the network's work, while reading, resampling and writing stay full size)",
+        default=0.0125,
+        help="um/px of the large images (the model's is 0.1: 0.0125 shrinks them 8x to model "
+        "scale, 1/64 of the network's work, while reading, resampling and writing stay full "
+        "size)",
     )
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
