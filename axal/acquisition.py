@@ -29,7 +29,15 @@ from scipy import ndimage
 from torch import nn
 from tqdm.auto import tqdm
 
-from .mc_dropout import PixelStats, image_features, mc_dropout_stats
+from .mc_dropout import (
+    PixelStats,
+    StatBands,
+    _net_device,
+    check_mc_capable,
+    image_features,
+    mc_dropout_stats,
+    split_stages,
+)
 from .pools import Unit
 
 REDUCTIONS = ("sum", "mean", "top_percentile")
@@ -191,6 +199,9 @@ class Strategy:
     measure = "uncertainty"  # what pixel_map shows, named on the uncertainty figures
     needs_mc = True  # run the MC engine on every pool image
     needs_features = False  # select() needs pooled features (and the labelled set's)
+    # the statistics pixel_map reads, pixel by pixel: then the pool is scored in row bands
+    # (axal.mc_dropout.StatBands) and only this map is kept whole; None: it needs whole maps
+    stats_keys: tuple[str, ...] | None = None
 
     def __init__(
         self,
@@ -342,6 +353,7 @@ class MCDropout(Strategy):
             raise ValueError(f"strategy.edt={edt!r} is not one of {EDTS}")
         self.uncertainty = uncertainty
         self.edt = "symmetric" if apply_edt and edt == "none" else edt
+        self.stats_keys = ("var",) if self.edt == "none" else None  # edt: the whole image
         self.mc_samples = mc_samples
         what = "standard deviation" if uncertainty == "std" else "variance"
         self.measure = f"MC-dropout {what} of p(foreground) (summed over classes if C > 2)"
@@ -365,6 +377,7 @@ class Entropy(Strategy):
 
     name = "entropy"
     measure = "predictive entropy (nats)"
+    stats_keys = ("entropy",)
 
     def pixel_map(self, stats: PixelStats) -> torch.Tensor:
         return stats.entropy
@@ -375,6 +388,7 @@ class BALD(Strategy):
 
     name = "bald"
     measure = "BALD (mutual information, nats)"
+    stats_keys = ("mutual_info",)
 
     def pixel_map(self, stats: PixelStats) -> torch.Tensor:
         return stats.mutual_info
@@ -385,6 +399,7 @@ class Margin(Strategy):
 
     name = "margin"
     measure = "1 - margin of the top-2 mean probabilities"
+    stats_keys = ("mean",)
 
     def pixel_map(self, stats: PixelStats) -> torch.Tensor:
         top2 = stats.mean.topk(2, dim=0).values
@@ -448,6 +463,7 @@ class Hybrid(Strategy):
         super().__init__(**kw)
         self.base = _BASES[base](**base_kw)
         self.measure = self.base.measure
+        self.stats_keys = self.base.stats_keys
         self.prefilter = prefilter
 
     def pixel_map(self, stats: PixelStats) -> torch.Tensor:
@@ -923,16 +939,13 @@ def acquire(
     for i in bar:
         regions = _regions(units[i])
         if strategy.needs_mc:
-            stats = mc_dropout_stats(
-                net,
-                images[i],
-                T=getattr(strategy, "mc_samples", None) or mc_samples,
-                sample_chunk=sample_chunk,
-                seed=image_seed(seed, i),
-                regions=regions,
-                **kw,
-            )
-            pixel_map = strategy.pixel_map(stats)  # computed once: scored, then shown
+            T = getattr(strategy, "mc_samples", None) or mc_samples
+            options = dict(T=T, sample_chunk=sample_chunk, seed=image_seed(seed, i), **kw)
+            if strategy.stats_keys is not None:
+                stats, pixel_map = banded_pixel_map(strategy, net, images[i], regions, **options)
+            else:
+                stats = mc_dropout_stats(net, images[i], regions=regions, **options)
+                pixel_map = strategy.pixel_map(stats)  # computed once: scored, then shown
             feats = stats.region_features if regions else stats.features[None]
             for u, f in zip(units[i], feats):
                 scores[u.id] = strategy.reduce(pixel_map[u.slices])
@@ -987,6 +1000,65 @@ def typical_units(
             features[u.id] = row
     rng = np.random.default_rng([int(seed), 11])
     return TypiClust().select({u: 0.0 for u in unit_ids}, k, rng, features=features)
+
+
+def banded_pixel_map(
+    strategy: Strategy,
+    net: nn.Module,
+    image: np.ndarray | torch.Tensor,
+    regions: list[tuple[int, int, int, int]] | None,
+    *,
+    T: int,
+    seed: int,
+    patch: int,
+    overlap: int,
+    tile_batch: int,
+    sample_chunk: int,
+    device: torch.device | str | None = None,
+) -> tuple[PixelStats, torch.Tensor]:
+    """(stats, pixel map) of one image, the MC statistics computed in row bands: the strategy's
+    map is made band by band from the statistics it reads (``stats_keys``), so only it and
+    the predicted classes (uint8) are image-sized, not the float64 maps of every statistic.
+    The map equals ``strategy.pixel_map(mc_dropout_stats(...))`` exactly; ``stats`` holds the
+    features and ``labels``, no per-pixel statistics."""
+    check_mc_capable(net)
+    prefix, suffix = split_stages(net)
+    dev = torch.device(device) if device is not None else _net_device(net)
+    keys = tuple(dict.fromkeys((*strategy.stats_keys, "mean")))  # mean: the shown prediction
+    bands = StatBands(
+        prefix, suffix, image, T, patch, overlap, tile_batch, sample_chunk, seed, dev, 32,
+        regions=regions, keys=keys, modes=net,
+    )  # fmt: skip
+    h, w = bands.source.shape
+    pixel_map: torch.Tensor | None = None
+    labels = torch.empty((h, w), dtype=torch.uint8)
+    for y0, maps in bands:
+        band = PixelStats(
+            mean=maps["mean"],
+            var=maps.get("var"),
+            entropy=maps.get("entropy"),
+            mutual_info=maps.get("mutual_info"),
+            features=bands.features,  # not known before the last band
+            n_samples=T,
+            last=maps.get("last"),
+        )  # type: ignore[arg-type]
+        part = strategy.pixel_map(band)
+        if pixel_map is None:
+            pixel_map = torch.empty((h, w), dtype=part.dtype)
+        pixel_map[y0 : y0 + part.shape[0]] = part
+        labels[y0 : y0 + part.shape[0]] = band.mean.argmax(0).to(torch.uint8)
+    assert pixel_map is not None and bands.features is not None
+    stats = PixelStats(
+        mean=None,
+        var=None,
+        entropy=None,
+        mutual_info=None,
+        features=bands.features,
+        n_samples=T,
+        region_features=bands.region_features,
+        labels=labels,
+    )  # type: ignore[arg-type]
+    return stats, pixel_map
 
 
 def _hw(image: np.ndarray | torch.Tensor) -> tuple[int, int]:

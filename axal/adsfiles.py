@@ -81,6 +81,73 @@ def write_prediction(
     return {k: p for k, p in paths.items() if k in kinds}
 
 
+class MaskWriter:
+    """AxonDeepSeg's masks of a class map that arrives in row bands: each PNG is written band
+    by band (:mod:`axal.pngstream`), so no full-size map is held. ``paths``: kind -> file;
+    every file appears (atomically) on :meth:`close`, none if a band fails."""
+
+    def __init__(self, paths: dict[str, Path], size: tuple[int, int]) -> None:
+        from axal.pngstream import GreyPngWriter
+
+        self.paths = dict(paths)
+        self.writers: dict[str, GreyPngWriter] = {}
+        try:
+            for kind, path in self.paths.items():
+                self.writers[kind] = GreyPngWriter(path, size[0], size[1])
+        except BaseException:
+            self.abort()
+            raise
+
+    def write(self, classes: np.ndarray) -> None:
+        """The next rows of the class map (0 background, 1 myelin, 2 axon)."""
+        for kind, grey in encode(classes).items():
+            if kind in self.writers:
+                self.writers[kind].write(grey)
+
+    def close(self) -> dict[str, Path]:
+        """Finish every file; returns their paths by kind (``digests``: their SHA-256)."""
+        try:
+            for writer in self.writers.values():
+                writer.close()
+        except BaseException:
+            self.abort()
+            raise
+        self.digests = {k: w.digest for k, w in self.writers.items()}
+        return self.paths
+
+    def abort(self) -> None:
+        for writer in self.writers.values():
+            writer.abort()
+
+
+def task_paths(folder: Path, stem: str, task: str = "axonmyelin") -> dict[str, Path]:
+    """The predicted masks a model of ``task`` writes, by kind (see :data:`TASK_KINDS`)."""
+    paths = prediction_paths(folder, stem)
+    kinds = TASK_KINDS.get(task, tuple(paths))
+    return {k: p for k, p in paths.items() if k in kinds}
+
+
+def kept_paths(folder: Path, stem: str, ledger: dict[str, str], base: Path, tag: str):
+    """Where the three masks go without writing over a file a person may have edited: a file
+    that exists and is not what axal wrote there (by ``ledger``, see
+    :func:`write_prediction_kept`) is kept, and the new mask goes beside it, tagged."""
+    out = {}
+    for kind, path in prediction_paths(folder, stem).items():
+        if path.is_file() and ledger.get(ledger_key(path, base)) != file_digest(path):
+            path = path.with_name(f"{stem}_seg-{kind}.{tag}.png")
+        out[kind] = path
+    return out
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file, read in blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -93,21 +160,23 @@ def write_prediction_kept(
     ``ledger`` maps each file axal wrote (relative to ``base``) to the SHA-256 of what it wrote.
     A file that exists and is not what axal wrote there (edited, or put there by someone else)
     is kept, and the new mask goes beside it as ``<stem>_seg-<kind>.<tag>.png``. The ledger is
-    updated in place; the caller saves it.
+    updated in place; the caller saves it. (annotate streams the same through
+    :func:`kept_paths` and :class:`MaskWriter` band by band.)
     """
-    paths = prediction_paths(folder, stem)
-    out: dict[str, Path] = {}
-    for kind, grey in encode(classes).items():
-        path = paths[kind]
-        if path.is_file() and ledger.get(_key(path, base)) != _digest(path.read_bytes()):
-            path = path.with_name(f"{stem}_seg-{kind}.{tag}.png")
-        write_png(path, grey)
-        ledger[_key(path, base)] = _digest(path.read_bytes())
-        out[kind] = path
-    return out
+    paths = kept_paths(folder, stem, ledger, base, tag)
+    writer = MaskWriter(paths, classes.shape)
+    try:
+        writer.write(classes)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+    for kind, path in paths.items():
+        ledger[ledger_key(path, base)] = writer.digests[kind]
+    return paths
 
 
-def _key(path: Path, base: Path) -> str:
+def ledger_key(path: Path, base: Path) -> str:
     """A file's ledger key: its path relative to ``base`` (``../`` for files beside images)."""
     return Path(os.path.relpath(Path(path).resolve(), Path(base).resolve())).as_posix()
 

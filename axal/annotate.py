@@ -50,11 +50,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from axal.adsfiles import (
+    MaskWriter,
     file_hash,
     image_stem,
+    kept_paths,
+    ledger_key,
     manual_masks,
     mask_target,
-    write_prediction_kept,
 )
 from axal.atomic import atomic_write, atomic_write_json
 from axal.callbacks import shrink_map
@@ -65,7 +67,7 @@ from axal.loop import active_round, check_config, make_strategy, round_steps, st
 from axal.midround import partial_path
 from axal.overlays import save_overlay_png
 from axal.pools import ActiveDataModule, Unit, image_units
-from axal.predict import segment
+from axal.predict import segment_bands, write_bands
 from axal.rundir import RunLock
 from axal.suggestions import write_page, write_suggestions_csv
 
@@ -345,6 +347,7 @@ class _TrainProgress(L.Callback):
 
 
 WRITTEN = "predictions/written.json"  # digest of every prediction file axal wrote
+FIBER_COUNT_PIXELS = 4096 * 4096  # larger images get no predicted-fiber count on the page
 
 
 def _predictions(
@@ -373,9 +376,22 @@ def _predictions(
     for n, image_id in enumerate(images):
         if progress:
             progress("predict", n, len(images))
-        classes = segment(model, dm.images[image_id], folder.sizes[image_id])
+        size = folder.sizes[image_id]
         rows = [row for row in suggestions if row["image"] == image_id]
-        if dm.n_classes == 3 and rows:  # fibers only where a suggestion needs their count
+        # fibers only where a suggestion needs their count, and where the whole class map
+        # (and the fiber labels' distance transform) fit: masks themselves are streamed
+        count = dm.n_classes == 3 and bool(rows) and size[0] * size[1] <= FIBER_COUNT_PIXELS
+        if dm.n_classes == 3 and rows and not count:
+            log.info("%s: too large to count its predicted fibers here", image_id)
+        beside = folder.paths[image_id].parent
+        target = beside if beside_images else out / "predictions" / folder.rel(image_id)
+        stem = image_stem(folder.paths[image_id])
+        paths = kept_paths(target, stem, ledger, out, f"round-{round_index}")
+        writer = MaskWriter(paths, size)
+        classes = write_bands(segment_bands(model, dm.images[image_id], size), writer, count)
+        for kind, path in paths.items():
+            ledger[ledger_key(path, out)] = writer.digests[kind]
+        if count:
             from axal.morphometrics import fibers
 
             labels = fibers(classes)
@@ -384,10 +400,6 @@ def _predictions(
                     row["y"] : row["y"] + row["height"], row["x"] : row["x"] + row["width"]
                 ]
                 row["predicted_fibers"] = int(np.count_nonzero(np.unique(box)))
-        beside = folder.paths[image_id].parent
-        target = beside if beside_images else out / "predictions" / folder.rel(image_id)
-        stem = image_stem(folder.paths[image_id])
-        paths = write_prediction_kept(classes, target, stem, ledger, out, f"round-{round_index}")
         kept = [p for p in paths.values() if ".round-" in p.name]
         if kept:
             log.warning("%s: edited predictions kept; the new ones are %s", image_id, kept[0].name)

@@ -117,6 +117,8 @@ def save_checkpoint(trainer: L.Trainer, path: str | Path) -> Path:
     (Lightning writes into the destination itself)."""
     import os
 
+    from axal.atomic import write_error
+
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -124,6 +126,8 @@ def save_checkpoint(trainer: L.Trainer, path: str | Path) -> Path:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:  # a full disk: one paragraph naming the checkpoint
+        raise write_error(err, path) from err
     finally:
         tmp.unlink(missing_ok=True)
     return path

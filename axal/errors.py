@@ -57,7 +57,10 @@ def paragraph(err: BaseException, width: int = 100) -> str:
     """The error as one wrapped paragraph, with the hint for the traceback."""
     text = " ".join(str(err).split())
     hint = "(Set HYDRA_FULL_ERROR=1 for the traceback.)"
-    return textwrap.fill(f"Error: {text} {hint}", width=width)
+    # paths stay whole on one line (copy-pasteable): no breaks at their hyphens or inside them
+    return textwrap.fill(
+        f"Error: {text} {hint}", width=width, break_on_hyphens=False, break_long_words=False
+    )
 
 
 def log_to_files(logger: logging.Logger, level: int, message: str, exc_info=None) -> None:

@@ -154,11 +154,12 @@ class PixelStats:
     n_samples: int
     region_features: np.ndarray | None = None  # (R, D) the same, pooled in each given region
     last: torch.Tensor | None = None  # (H, W) p(foreground) of the last MC sample alone
+    labels: torch.Tensor | None = None  # (H, W) uint8 argmax, when the maps were not kept
 
     @property
     def prediction(self) -> torch.Tensor:
         """(H, W) argmax of the mean probability."""
-        return self.mean.argmax(0)
+        return self.labels if self.labels is not None else self.mean.argmax(0)
 
 
 def _entropy(p: torch.Tensor, dim: int) -> torch.Tensor:
@@ -323,6 +324,141 @@ class RegionPool:
         return np.stack(rows).astype(np.float32)
 
 
+STAT_KEYS = ("mean", "var", "entropy", "mutual_info", "last")
+
+
+class StatBands:
+    """The MC statistics of one image as row bands, top down: ``for y0, maps in bands``.
+
+    The shared accumulation: the prefix once per tile batch, the suffix over chunks of
+    repeated state; per-tile statistics are blended (``axal.streaming``) and each band of
+    rows leaves as soon as no later tile touches it, so memory is one band of the maps named
+    in ``keys`` (float64), not the image's. ``features`` and ``region_features`` are set once
+    the bands are exhausted. The RNG is the seed's own across bands (the caller's is left as
+    it was between bands), so the result does not depend on what is done with each band.
+    """
+
+    def __init__(
+        self,
+        prefix: Sequence[nn.Module],
+        suffix: Sequence[nn.Module],
+        image: np.ndarray | torch.Tensor | Any,
+        T: int,
+        patch: int,
+        overlap: int,
+        tile_batch: int,
+        sample_chunk: int,
+        seed: int | None,
+        device: torch.device,
+        multiple: int,
+        on_suffix_batch: Callable[[int], None] | None = None,
+        regions: Sequence[Region] | None = None,
+        keys: Sequence[str] = STAT_KEYS,
+        modes: nn.Module | None = None,
+    ) -> None:
+        from .streaming import Windows, as_rows
+
+        if T < 1 or sample_chunk < 1 or tile_batch < 1:
+            raise ValueError(
+                f"T={T}, sample_chunk={sample_chunk} and tile_batch={tile_batch} must all be >= 1"
+            )
+        if not 0 <= overlap < patch:
+            raise ValueError(f"tile overlap={overlap} must be in [0, patch={patch})")
+        unknown = set(keys) - set(STAT_KEYS)
+        if unknown:
+            raise ValueError(f"unknown statistics {sorted(unknown)}: choose from {STAT_KEYS}")
+        self.prefix, self.suffix, self.T = prefix, suffix, T
+        self.tile_batch, self.sample_chunk, self.seed = tile_batch, sample_chunk, seed
+        self.device, self.on_suffix_batch, self.keys = device, on_suffix_batch, tuple(keys)
+        self.modes = modes  # a network put in MC mode while the bands are computed
+        self.source = as_rows(image if hasattr(image, "rows") else _as_image(image))
+        h, w = self.source.shape
+        self.height = h
+        self.win = Windows.of(h, w, patch, overlap, multiple)
+        self.weight = blend_weight(self.win.ph, self.win.pw, overlap, device).double()
+        self.region_pool = RegionPool(regions) if regions else None
+        self._feats: torch.Tensor | None = None
+        self._n_tiles = 0
+        self._rng: list[torch.Tensor] | None = None
+        self.features: np.ndarray | None = None
+        self.region_features: np.ndarray | None = None
+
+    @contextlib.contextmanager
+    def _own_rng(self) -> Iterator[None]:
+        """The seed's RNG stream, continued from the last batch; the caller's is restored."""
+        cuda = self.device.type == "cuda"
+        devices = [self.device] if cuda else []
+        with torch.random.fork_rng(devices=devices, enabled=self.seed is not None):
+            if self.seed is not None:
+                if self._rng is None:
+                    torch.manual_seed(self.seed)
+                else:
+                    torch.set_rng_state(self._rng[0])
+                    if cuda:
+                        torch.cuda.set_rng_state(self._rng[1], self.device)
+            yield
+            if self.seed is not None:
+                state = [torch.get_rng_state()]
+                if cuda:
+                    state.append(torch.cuda.get_rng_state(self.device))
+                self._rng = state
+
+    def _tiles(self, tiles: torch.Tensor, chunk: Sequence[tuple[int, int]]) -> dict:
+        with self._own_rng():
+            state = run_stages(self.prefix, (tiles,))
+            pooled = _pool_state(state).sum(0)
+            self._feats = pooled if self._feats is None else self._feats + pooled
+            if self.region_pool is not None:
+                self.region_pool.add(state, chunk, self.win.ph, self.win.pw)
+            self._n_tiles += len(chunk)
+            acc = StreamingMoments()
+            T, n = self.T, len(chunk)
+            for done in range(0, T, self.sample_chunk):
+                s = min(self.sample_chunk, T - done)
+                if self.on_suffix_batch is not None:
+                    self.on_suffix_batch(s * n)
+                margin = run_margin(self.suffix, state, s)
+                if margin is not None:
+                    acc.update_margin(margin.view(s, n, *margin.shape[1:]))
+                else:
+                    logits = run_samples(self.suffix, state, s)[0]
+                    acc.update_logits(logits.reshape(s, n, *logits.shape[1:]))
+                    del logits
+                del margin
+            mean, var, ent, mi = acc.finalize()
+            maps = {"mean": mean, "var": var, "entropy": ent, "mutual_info": mi, "last": acc.last}
+            return {k: maps[k] for k in self.keys}
+
+    @staticmethod
+    def _finish(sums: dict[str, torch.Tensor], norm: torch.Tensor) -> dict[str, torch.Tensor]:
+        denom = norm.clamp_min(1e-12)
+        return {k: (v / denom).float().cpu() for k, v in sums.items()}
+
+    def __iter__(self) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+        from .streaming import blend_bands
+
+        with mc_mode(self.modes) if self.modes is not None else contextlib.nullcontext():
+            yield from self._bands(blend_bands)
+        assert self._feats is not None
+        self.features = (self._feats / self._n_tiles).float().cpu().numpy()
+        if self.region_pool is not None:
+            self.region_features = self.region_pool.result()
+
+    def _bands(self, blend_bands: Callable) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+        yield from blend_bands(
+            self.source,
+            self.win,
+            self.tile_batch,
+            self._tiles,
+            self.weight,
+            self._finish,
+            self.device,
+            mode=torch.inference_mode,
+            dtype=torch.float32,
+            sum_dtype=torch.float64,
+        )
+
+
 def _run(
     prefix: Sequence[nn.Module],
     suffix: Sequence[nn.Module],
@@ -338,81 +474,23 @@ def _run(
     on_suffix_batch: Callable[[int], None] | None = None,
     regions: Sequence[Region] | None = None,
 ) -> PixelStats:
-    """Shared accumulation: prefix once per tile batch, suffix over chunks of repeated state."""
-    if T < 1 or sample_chunk < 1 or tile_batch < 1:
-        raise ValueError(
-            f"T={T}, sample_chunk={sample_chunk} and tile_batch={tile_batch} must all be >= 1"
-        )
-    x = _as_image(image).to(device)
-    _, h, w = x.shape
-    padded, ph, pw, coords = _tiles(x, patch, overlap, multiple)
-    hh, ww = padded.shape[-2:]
-    weight = blend_weight(ph, pw, overlap, device).double()
-    maps: dict[str, torch.Tensor] = {}
-    norm = torch.zeros(hh, ww, device=device, dtype=torch.float64)
-    feats: torch.Tensor | None = None
-    region_pool = RegionPool(regions) if regions else None
-    n_tiles = 0
-    fork_devices = [device] if device.type == "cuda" else []
-    rng = torch.random.fork_rng(devices=fork_devices, enabled=seed is not None)
-    with torch.inference_mode(), rng:
-        if seed is not None:
-            torch.manual_seed(seed)
-        for i in range(0, len(coords), tile_batch):
-            chunk = coords[i : i + tile_batch]
-            tiles = torch.stack([padded[:, y : y + ph, xx : xx + pw] for y, xx in chunk])
-            state = run_stages(prefix, (tiles,))
-            pooled = _pool_state(state).sum(0)
-            feats = pooled if feats is None else feats + pooled
-            if region_pool is not None:
-                region_pool.add(state, chunk, ph, pw)
-            n_tiles += len(chunk)
-            acc = StreamingMoments()
-            for done in range(0, T, sample_chunk):
-                s = min(sample_chunk, T - done)
-                if on_suffix_batch is not None:
-                    on_suffix_batch(s * len(chunk))
-                margin = run_margin(suffix, state, s)
-                if margin is not None:
-                    acc.update_margin(margin.view(s, len(chunk), *margin.shape[1:]))
-                else:
-                    logits = run_samples(suffix, state, s)[0]
-                    acc.update_logits(logits.reshape(s, len(chunk), *logits.shape[1:]))
-                    del logits
-                del margin
-            mean, var, ent, mi = acc.finalize()
-            last = acc.last
-            if not maps:
-                c = mean.shape[1]
-                for key, ch in (
-                    ("mean", c),
-                    ("var", c),
-                    ("entropy", 0),
-                    ("mutual_info", 0),
-                    ("last", 0),
-                ):
-                    shape = (ch, hh, ww) if ch else (hh, ww)
-                    maps[key] = torch.zeros(shape, device=device, dtype=torch.float64)
-            for j, (y, xx) in enumerate(chunk):
-                win = (slice(y, y + ph), slice(xx, xx + pw))
-                maps["mean"][(slice(None), *win)] += mean[j] * weight
-                maps["var"][(slice(None), *win)] += var[j] * weight
-                maps["entropy"][win] += ent[j] * weight
-                maps["mutual_info"][win] += mi[j] * weight
-                maps["last"][win] += last[j] * weight
-                norm[win] += weight
-            del state, acc, mean, var, ent, mi
-    denom = norm.clamp_min(1e-12)
-    out = {k: (v / denom)[..., :h, :w].float().cpu() for k, v in maps.items()}
-    assert feats is not None
+    """The whole image's statistics: every band of :class:`StatBands`, put together."""
+    from .streaming import collect
+
+    bands = StatBands(
+        prefix, suffix, image, T, patch, overlap, tile_batch, sample_chunk, seed, device,
+        multiple, on_suffix_batch, regions,
+    )  # fmt: skip
+    out = collect(iter(bands), bands.height)
+    assert bands.features is not None
     return PixelStats(
         mean=out["mean"],
         var=out["var"],
         entropy=out["entropy"],
         mutual_info=out["mutual_info"],
-        features=(feats / n_tiles).float().cpu().numpy(),
+        features=bands.features,
         n_samples=T,
-        region_features=region_pool.result() if region_pool is not None else None,
+        region_features=bands.region_features,
         last=out["last"],
     )
 
@@ -489,16 +567,22 @@ def image_features(
     prefix is the whole network, so this pools the logits; with dropout it matches exactly the
     features that :func:`mc_dropout_stats` returns. With ``regions``: (R, D), one row each.
     """
+    from .streaming import ArrayRows, TileCutter, Windows
+
     prefix, _ = split_stages(net)
     dev = torch.device(device) if device is not None else _net_device(net)
-    x = _as_image(image).to(dev)
-    padded, ph, pw, coords = _tiles(x, patch, overlap, multiple)
+    if not 0 <= overlap < patch:
+        raise ValueError(f"tile overlap={overlap} must be in [0, patch={patch})")
+    x = _as_image(image)
+    win = Windows.of(int(x.shape[-2]), int(x.shape[-1]), patch, overlap, multiple)
+    cutter = TileCutter(ArrayRows(x), win, dev, torch.float32)  # no padded copy of the image
+    ph, pw, coords = win.ph, win.pw, win.coords
     total: torch.Tensor | None = None
     region_pool = RegionPool(regions) if regions else None
     with eval_mode(net), torch.inference_mode():
         for i in range(0, len(coords), tile_batch):
             chunk = coords[i : i + tile_batch]
-            tiles = torch.stack([padded[:, y : y + ph, xx : xx + pw] for y, xx in chunk])
+            tiles = cutter.tiles(chunk)
             state = run_stages(prefix, (tiles,))
             if region_pool is not None:
                 region_pool.add(state, chunk, ph, pw)

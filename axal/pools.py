@@ -325,7 +325,7 @@ class ActiveDataModule(L.LightningDataModule):
         self.unlabelled_batch_size = 0
         samples = list(samples)
         self.samples = {s.id: s for s in samples}
-        self.images = {s.id: s.image.astype(np.float32) for s in samples}
+        self.images = {s.id: np.asarray(s.image, dtype=np.float32) for s in samples}  # no copy
         # images without a mask (mask=None: real annotation) may only sit in the pool
         self.masks = {s.id: task_mask(s.mask, task) for s in samples if s.mask is not None}
         self.shapes = {i: im.shape for i, im in self.images.items()}

@@ -358,3 +358,54 @@ def die_with_parent() -> None:
         threading.Thread(target=watch, daemon=True, name="axal-parent-watch").start()
     if os.getppid() != parent_pid:  # the sweep died before the line above took effect
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def unwritable(folder: str | Path) -> str | None:
+    """Why ``folder`` cannot be created or written, or None when it can."""
+    path = Path(folder).expanduser().absolute()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        if existing == path:
+            return f"{path} is not writable"
+        return f"{path} cannot be created: {existing} is not writable"
+    return None
+
+
+try:
+    from hydra.experimental.callback import Callback as _HydraCallback
+except ImportError:  # pragma: no cover - Hydra is a dependency; keep this module importable
+    _HydraCallback = object  # type: ignore[assignment,misc]
+
+
+class WritableFolder(_HydraCallback):
+    """Hydra callback (``hydra.callbacks``): before Hydra creates the run folder and its log
+    file, check that it can; an unwritable folder (a read-only dataset, a path through a file)
+    is then one paragraph naming the folder and the setting to change, not a traceback."""
+
+    def __init__(self, setting: str = "hydra.run.dir") -> None:
+        self.setting = setting
+
+    def _check(self, folder: Any) -> None:
+        why = unwritable(str(folder))
+        if why is None:
+            return
+        err = ConfigError(
+            f"the work folder {folder} cannot be used ({why}): set {self.setting}=<a folder "
+            "you can write>"
+        )
+        from axal import errors
+
+        if errors.full_error():
+            raise err
+        print(errors.paragraph(err), file=sys.stderr, flush=True)
+        sys.exit(1)
+
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        self._check(config.hydra.run.dir)
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        self._check(config.hydra.sweep.dir)

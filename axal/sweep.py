@@ -339,9 +339,33 @@ def check_unchanged(todo: list[Job], sweep_dir: Any) -> None:
         listed = "; ".join(f"{c} (e.g. {dirs[0]})" for c, dirs in sorted(changes.items()))
         raise ConfigError(
             f"sweep.dir={sweep_dir} holds jobs run with other settings than this command's: "
-            f"{listed}. Rerun with the recorded values, or start a new sweep folder with "
-            "another sweep.dir=..."
+            f"{listed}. Rerun with the recorded values, or start a new sweep folder: "
+            "sweep.new=true (beside it, named <dir>-2, -3, ...) or another sweep.dir=..."
         )
+
+
+def new_sweep_dir(cfg: DictConfig, overrides: list[str]) -> Path | None:
+    """With ``sweep.new=true``: the folder to sweep in when ``sweep.dir``'s saved jobs ran with
+    other settings, ``<dir>-2``, ``<dir>-3``, ...: the first that is new or holds this very
+    sweep (so rerunning the command resumes it); None when ``sweep.dir`` itself serves."""
+    base = Path(cfg.sweep.dir)
+    base = base if base.is_absolute() else ROOT / base
+    n = 1
+    while True:
+        folder = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        if not folder.exists():
+            return None if n == 1 else folder
+        trial = cfg.copy()
+        OmegaConf.update(trial, "sweep.dir", str(folder))
+        todo = expand(trial, overrides)
+        for job in todo:
+            job.status = job_state(job.run_dir)
+        try:
+            check_unchanged(todo, folder)
+        except ConfigError:
+            n += 1
+            continue
+        return None if n == 1 else folder
 
 
 def _run_jobs(cfg: DictConfig, todo: list[Job], jobs: int | None) -> None:
@@ -476,6 +500,15 @@ def main_sweep(overrides: list[str]) -> int:
     # the sweep's own knobs are not job overrides
     job_overrides = [o for o in overrides if not o.startswith("sweep.")]
     try:
+        if cfg.sweep.get("new"):
+            folder = new_sweep_dir(cfg, job_overrides)
+            if folder is not None:
+                print(
+                    f"sweep: {cfg.sweep.dir} holds jobs run with other settings "
+                    f"(sweep.new=true): sweeping in {folder}",
+                    flush=True,
+                )
+                OmegaConf.update(cfg, "sweep.dir", str(folder))
         jobs = run_sweep(cfg, job_overrides)
     except (errors.AxalError, OSError) as err:
         if errors.full_error():

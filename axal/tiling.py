@@ -72,25 +72,47 @@ def sliding_window(
 ) -> torch.Tensor:
     """Apply ``fn`` (B,C,p,p) -> (B,K,p,p) over a (C,H,W) image; return the blended (K,H,W).
 
-    Memory stays at one output map plus ``batch_size`` tiles, whatever the image size.
+    Memory stays at the output map plus one band of window rows, whatever the image size;
+    :func:`sliding_window_bands` hands over the rows without holding the output whole.
     """
-    c, h, w = image.shape
-    ph = min(patch, -(-h // multiple) * multiple)
-    pw = min(patch, -(-w // multiple) * multiple)
-    padded = pad_to(image, ph, pw, multiple)
-    hh, ww = padded.shape[-2:]
-    weight = blend_weight(ph, pw, overlap, padded.device)
-    out: torch.Tensor | None = None
-    norm = torch.zeros(hh, ww, device=padded.device)
-    coords = [(y, x) for y in tile_starts(hh, ph, overlap) for x in tile_starts(ww, pw, overlap)]
-    for i in range(0, len(coords), batch_size):
-        chunk = coords[i : i + batch_size]
-        tiles = torch.stack([padded[:, y : y + ph, x : x + pw] for y, x in chunk])
-        pred = fn(tiles)
-        if out is None:
-            out = torch.zeros(pred.shape[1], hh, ww, device=pred.device, dtype=pred.dtype)
-        for (y, x), p in zip(chunk, pred):
-            out[:, y : y + ph, x : x + pw] += p * weight
-            norm[y : y + ph, x : x + pw] += weight
-    assert out is not None
-    return (out / norm.clamp_min(1e-8))[:, :h, :w]
+    from axal.streaming import ArrayRows, collect
+
+    h = int(image.shape[-2])
+    bands = sliding_window_bands(fn, ArrayRows(image), patch, overlap, batch_size, multiple)
+    return collect(((y0, {"out": band}) for y0, band in bands), h)["out"]
+
+
+def sliding_window_bands(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    source,
+    patch: int = 256,
+    overlap: int = 32,
+    batch_size: int = 4,
+    multiple: int = 32,
+    device: torch.device | None = None,
+    mode=None,
+    dtype: torch.dtype | None = None,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """:func:`sliding_window` over a row source (``axal.streaming``): yields (first row,
+    (K, n, W) blended output) bands top down, each as soon as no later window touches it.
+    ``mode``: a context for each step (e.g. ``torch.inference_mode``); ``dtype``: of the
+    windows (None: the source's)."""
+    from axal.streaming import Windows, as_rows, blend_bands
+
+    source = as_rows(source)
+    h, w = source.shape
+    win = Windows.of(h, w, patch, overlap, multiple)
+    probe = source.rows(0, 0)
+    where = device or (probe.device if torch.is_tensor(probe) else None)
+    weight = blend_weight(win.ph, win.pw, overlap, where)
+
+    def run(tiles: torch.Tensor, _corners) -> dict[str, torch.Tensor]:
+        return {"out": fn(tiles)}
+
+    def finish(sums: dict[str, torch.Tensor], norm: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"out": sums["out"] / norm.clamp_min(1e-8)}
+
+    kw = {} if mode is None else {"mode": mode}  # e.g. torch.inference_mode, per band
+    bands = blend_bands(source, win, batch_size, run, weight, finish, device, dtype=dtype, **kw)
+    for y0, maps in bands:
+        yield y0, maps["out"]
