@@ -50,7 +50,7 @@ def resume_command(run_dir: str | Path) -> str:
 
 def summary(results: dict, run_dir: str | Path) -> str:
     """The lines a run ends with: what it did, where its files are, and what to do next."""
-    from axal.loop import RESULTS
+    from axal.results import RESULTS
 
     rounds = results.get("rounds") or []
     dice = (rounds[-1].get("test") or {}).get("dice") if rounds else None

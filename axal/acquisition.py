@@ -191,6 +191,7 @@ class Strategy:
     measure = "uncertainty"  # what pixel_map shows, named on the uncertainty figures
     needs_mc = True  # run the MC engine on every pool image
     needs_features = False  # select() needs pooled features (and the labelled set's)
+    full_data = False  # the full-data reference: every training unit labelled before round 0
 
     def __init__(
         self,
@@ -278,6 +279,7 @@ class Full(Random):
     never a pool to pick from; the run trains one model with the same recipe as the others."""
 
     name = "full"
+    full_data = True
 
 
 def edt_weight(prediction: np.ndarray | torch.Tensor) -> np.ndarray:

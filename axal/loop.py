@@ -32,7 +32,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from axal.acquisition import Strategy, typical_units
@@ -47,6 +47,7 @@ from axal.midround import partial_path
 from axal.morphometrics import CostModel
 from axal.networks import PLACEMENTS
 from axal.pools import TASKS, UNIT_KINDS, ActiveDataModule, Unit, unit_splits
+from axal.results import CONTRACT_KEYS, RESULTS, Results, RoundRecord
 from axal.rundir import (
     RunLock,
     check_fresh,
@@ -58,8 +59,6 @@ from axal.tracking import finish, log_round, make_logger
 from axal.training import RoundFit, fit_record, fit_round, make_trainer
 
 log = logging.getLogger("axal")
-RESULTS = "results.json"
-CONTRACT_KEYS = ("dataset", "task", "strategy", "seed")
 
 
 def round_seed(seed: int, round_index: int) -> int:
@@ -98,7 +97,7 @@ def make_splits(cfg: DictConfig, samples: list) -> dict[str, list[str]]:
     splits = unit_splits(
         images, shapes, unit, cfg.al.get("tile_size"), int(cfg.al.initial), int(cfg.seed)
     )
-    if is_full(cfg):  # the full-data reference: every training unit labelled from the start
+    if full_data(cfg):  # the full-data reference: every training unit labelled from the start
         splits["initial"], splits["pool"] = splits["initial"] + splits["pool"], []
     elif cfg.al.get("initial_pick", "random") == "typical":
         splits = _typical_initial(cfg, samples, splits)
@@ -127,9 +126,11 @@ def _typical_initial(cfg: DictConfig, samples: list, splits: dict) -> dict[str, 
     return {**splits, "initial": chosen, "pool": [u for u in train if u not in taken]}
 
 
-def is_full(cfg: DictConfig) -> bool:
-    """``strategy=full``: one model per seed on every training unit, the same recipe."""
-    return str(cfg.strategy.get("_target_", "")).rsplit(".", 1)[-1] == "Full"
+def full_data(cfg: DictConfig) -> bool:
+    """``strategy=full`` (:attr:`Strategy.full_data`): one model per seed on every training
+    unit, the same recipe."""
+    target = cfg.strategy.get("_target_")
+    return bool(target) and bool(getattr(get_class(str(target)), "full_data", False))
 
 
 def build_model(cfg: DictConfig, n_classes: int) -> L.LightningModule:
@@ -216,25 +217,25 @@ def check_config(cfg: DictConfig) -> None:
         )
 
 
-def _new_results(cfg: DictConfig, splits: dict[str, list[str]]) -> dict[str, Any]:
-    return {
-        "dataset": str(cfg.dataset.name),
-        "task": str(cfg.task),
-        "strategy": strategy_label(cfg),
-        "seed": int(cfg.seed),
-        "label": str(cfg.get("label") or run_label(cfg)),
-        "unit": str(cfg.al.get("unit", "image")),
-        "tile_size": cfg.al.get("tile_size") if cfg.al.get("unit", "image") == "tile" else None,
-        "fold": int(cfg.seed) if cfg.dataset.get("folds", True) else None,
-        "replicate": replicate(cfg),
-        "splits": splits,
-        "rounds": [],
-        "finished": False,
-        "config": OmegaConf.to_container(cfg, resolve=True),
-    }
+def _new_results(cfg: DictConfig, splits: dict[str, list[str]]) -> Results:
+    return Results(
+        dataset=str(cfg.dataset.name),
+        task=str(cfg.task),
+        strategy=strategy_label(cfg),
+        seed=int(cfg.seed),
+        label=str(cfg.get("label") or run_label(cfg)),
+        unit=str(cfg.al.get("unit", "image")),
+        tile_size=cfg.al.get("tile_size") if cfg.al.get("unit", "image") == "tile" else None,
+        fold=int(cfg.seed) if cfg.dataset.get("folds", True) else None,
+        replicate=replicate(cfg),
+        splits=splits,
+        rounds=[],
+        finished=False,
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
 
 
-def _load_previous(run_dir: Path, cfg: DictConfig) -> tuple[dict[str, Any], dict[str, list]]:
+def _load_previous(run_dir: Path, cfg: DictConfig) -> tuple[Results, dict[str, list]]:
     """The recorded run, and the settings this resume changes (refusing those that matter)."""
     path = run_dir / RESULTS
     try:
@@ -254,7 +255,7 @@ def _load_previous(run_dir: Path, cfg: DictConfig) -> tuple[dict[str, Any], dict
     return results, changes
 
 
-def _restore_pools(dm: ActiveDataModule, results: dict[str, Any]) -> None:
+def _restore_pools(dm: ActiveDataModule, results: Results) -> None:
     """Labelled = the last finished round's labelled set plus what it selected."""
     last = results["rounds"][-1]
     labelled = list(last["labelled"]) + list(last["selected"])
@@ -270,7 +271,7 @@ def _restore_pools(dm: ActiveDataModule, results: dict[str, Any]) -> None:
     )
 
 
-def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+def run(cfg: DictConfig, run_dir: str | Path) -> Results:
     """Run (or resume) a whole simulation in ``run_dir``; return the results dict.
 
     A new run needs a folder without results; ``resume=<dir>`` continues the run in ``<dir>``
@@ -298,7 +299,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         return _run_locked(cfg, run_dir, strategy, bool(resume))
 
 
-def _run_locked(cfg: DictConfig, run_dir: Path, strategy: Strategy, resume: bool) -> dict[str, Any]:
+def _run_locked(cfg: DictConfig, run_dir: Path, strategy: Strategy, resume: bool) -> Results:
     if cfg.trainer.get("num_threads"):
         torch.set_num_threads(int(cfg.trainer.num_threads))
     changes: dict[str, list] = {}
@@ -434,7 +435,7 @@ def replicate(cfg: DictConfig) -> int:
 def train_seed(cfg: DictConfig, round_index: int) -> int:
     """Round ``round_index``'s training seed; a full-data replicate trains from another."""
     seed = round_seed(cfg.seed, round_index)
-    return seed + 10**7 * replicate(cfg) if is_full(cfg) else seed
+    return seed + 10**7 * replicate(cfg) if full_data(cfg) else seed
 
 
 def _reopen_last_round(
@@ -442,7 +443,7 @@ def _reopen_last_round(
     run_dir: Path,
     dm: ActiveDataModule,
     strategy: Strategy,
-    results: dict[str, Any],
+    results: Results,
     n_classes: int,
 ) -> None:
     """Extend a finished run: score the pool with the last round's model and label the picks.
@@ -477,7 +478,7 @@ def _reopen_last_round(
 class Round:
     """One round's outcome: its record (JSON-ready), the trained model and the acquisition."""
 
-    record: dict[str, Any]
+    record: RoundRecord
     fit: RoundFit
     acquisition: AcquisitionCallback
 
@@ -551,25 +552,25 @@ def active_round(
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(trainer, checkpoint)  # temp file + rename: never truncated
     pool_pixels = dm.train_pixels()
-    record = {
-        "round": r,
-        "seed": seed,
-        "n_labelled": len(labelled),
-        "labelled_pixels": labelled_pixels,
-        "labelled_fraction": labelled_pixels / max(1, pool_pixels),
-        "labelled": labelled,
-        "selected": callback.selected,
-        "scores": callback.scores,
-        "test": model.test_metrics if dm.test else None,
-        "train_loss": fit.train_loss,
+    record = RoundRecord(
+        round=r,
+        seed=seed,
+        n_labelled=len(labelled),
+        labelled_pixels=labelled_pixels,
+        labelled_fraction=labelled_pixels / max(1, pool_pixels),
+        labelled=labelled,
+        selected=callback.selected,
+        scores=callback.scores,
+        test=model.test_metrics if dm.test else None,
+        train_loss=fit.train_loss,
         **fit_record(fit),
-        "fine_tuned_from": None if previous is None else _relative(previous, run_dir),
-        "checkpoint": _relative(checkpoint, run_dir),
-        "train_seconds": round(fit.seconds, 3),
-        "acquire_seconds": round(callback.seconds, 3),
-        "correction": callback.correction,
-        "uncertainty_maps": [_relative(Path(p), run_dir) for p in callback.maps],
-    }
+        fine_tuned_from=None if previous is None else _relative(previous, run_dir),
+        checkpoint=_relative(checkpoint, run_dir),
+        train_seconds=round(fit.seconds, 3),
+        acquire_seconds=round(callback.seconds, 3),
+        correction=callback.correction,
+        uncertainty_maps=[_relative(Path(p), run_dir) for p in callback.maps],
+    )
     if sharing is not None:
         record["shared_first_round"] = sharing
     return Round(record, fit, callback)
@@ -587,7 +588,7 @@ def _rounds(
     run_dir: Path,
     dm: ActiveDataModule,
     strategy: Strategy,
-    results: dict[str, Any],
+    results: Results,
     logger: Any,
 ) -> None:
     ckpt_dir = run_dir / "checkpoints"
@@ -648,7 +649,7 @@ def _rounds(
             break
 
 
-def write_selection_csv(path: Path, results: dict[str, Any], dm: ActiveDataModule) -> None:
+def write_selection_csv(path: Path, results: Results, dm: ActiveDataModule) -> None:
     """One row per pick: what an annotator works through (the unit's image and box, its score)."""
     buf = io.StringIO()
     writer = csv.writer(buf)

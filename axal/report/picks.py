@@ -25,7 +25,8 @@ from omegaconf import OmegaConf
 from axal.atomic import atomic_write
 from axal.loop import load_samples
 from axal.pools import Unit, task_mask
-from axal.report.summary import is_full, load_runs, strategy_name
+from axal.report.summary import load_runs, strategy_name
+from axal.results import is_full_run
 
 CLASS_NAMES = {1: "myelin", 2: "axon"}
 
@@ -113,7 +114,7 @@ def summarize_picks(runs: Iterable[Mapping], cache: dict | None = None) -> dict[
     cache = {} if cache is None else cache
     groups: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
-        if is_full(run) or not run.get("finished"):
+        if is_full_run(run) or not run.get("finished"):
             continue
         key = f"{run['dataset']}/{run.get('unit', 'image')}"
         groups[key][strategy_name(run)].append(run_picks(run, cache))

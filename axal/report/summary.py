@@ -39,10 +39,9 @@ from axal.report.statistics import (
     t_interval,
 )
 from axal.report.tables import _fmt_budget
+from axal.results import RESULTS, is_full_run
 
-RESULTS_NAME = "results.json"
 BASELINE = "random"
-FULL = "full"  # strategy of a full-data reference run: every training unit, one round
 FULL_ROW = "full data"  # its row in tables and its column in the per-subject table
 REQUIRED_KEYS = ("dataset", "strategy", "seed", "rounds")
 # Dice-vs-budget columns of a tile study: linear interpolation of each seed's curve at these
@@ -73,7 +72,7 @@ def _candidate_files(paths: Iterable[str | Path]) -> list[Path]:
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            files.extend(sorted(p.rglob(RESULTS_NAME)))
+            files.extend(sorted(p.rglob(RESULTS)))
         elif p.is_file():
             files.append(p)
         else:
@@ -160,11 +159,6 @@ def group_key(dataset: str, unit: str) -> str:
     return str(dataset) if unit == "image" else f"{dataset}/{unit}"
 
 
-def is_full(run: Mapping) -> bool:
-    """A full-data reference run: trained once on every training unit."""
-    return run.get("strategy") == FULL
-
-
 def _group(runs: list[dict]) -> tuple[dict[str, dict[str, dict[Any, dict]]], list[str]]:
     """group -> strategy -> seed -> run; duplicates keep the finished / later-loaded run.
 
@@ -216,7 +210,7 @@ def _split_full(
     for key, per_name in groups.items():
         strategies[key] = {}
         for name, per_seed in per_name.items():
-            if all(is_full(r) for r in per_seed.values()):
+            if all(is_full_run(r) for r in per_seed.values()):
                 own_full.setdefault(key, {}).update(per_seed)
             else:
                 strategies[key][name] = per_seed
