@@ -5,7 +5,7 @@ BIDS) in which some images have masks, trains on them (round 0 from scratch for
 ``trainer.steps``; later rounds fine-tune the previous model for ``trainer.finetune_steps``, or
 retrain with ``al.reinit=true``), scores every image without a mask (or every unlabelled tile)
 with the strategy, and suggests ``k`` to annotate next, with a predicted mask for every image
-not yet labelled. The round is the simulation's own (:func:`axal.loop.active_round`): only
+not yet labelled. The round is the simulation's own (:func:`axal.rounds.active_round`): only
 where labels come from (mask files, not hidden ground truth) and what comes out differ.
 
 The work folder (``annotate.out``, default ``<root>/axal``) keeps the state between runs::
@@ -61,12 +61,13 @@ from axal.callbacks import shrink_map
 from axal.checkpoint import CheckpointError
 from axal.data import DataError, Sample, load_dataset, resample
 from axal.errors import override
-from axal.loop import active_round, check_config, make_strategy, round_steps, strategy_label
 from axal.midround import partial_path
 from axal.overlays import save_overlay_png
 from axal.pools import ActiveDataModule, Unit, image_units
 from axal.predict import segment
+from axal.rounds import active_round, round_steps
 from axal.rundir import RunLock
+from axal.settings import check_config, make_strategy, strategy_label
 from axal.suggestions import write_page, write_suggestions_csv
 
 log = logging.getLogger("axal")

@@ -42,9 +42,11 @@ sys.path.insert(0, str(ROOT))
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-import axal.loop as loop  # noqa: E402
+import axal.rounds as rounds  # noqa: E402
+import axal.simulation as simulation  # noqa: E402
 import axal.training as training  # noqa: E402
 from axal.pools import TASKS  # noqa: E402
+from axal.settings import build_model  # noqa: E402
 from axal.threads import usable_cpus  # noqa: E402
 
 DEFAULTS = ["dataset=tem", "strategy=random", "logger=none", "trainer.progress=false"]
@@ -58,7 +60,7 @@ def compose_cfg(overrides: list[str]):
 def bare_steps_per_s(cfg, steps: int, seconds: float | None = None) -> float:
     """Steps/s of a plain loop: same network, batch, patch size, loss and Adam; no data work."""
     L.seed_everything(0, verbose=False)
-    model = loop.build_model(cfg, TASKS[cfg.task])
+    model = build_model(cfg, TASKS[cfg.task])
     opt = torch.optim.Adam(model.parameters(), lr=cfg.model.module.lr)
     b, p = cfg.dataset.batch_size, cfg.dataset.patch_size
     x = torch.rand(b, 1, p, p)
@@ -107,7 +109,7 @@ def measure_round(cfg) -> dict:
     checks: list[float] = []
     tests: list[float] = []
     real_write, real_fit, real_check = (
-        loop.atomic_write_json,
+        simulation.atomic_write_json,
         training.fit_round,
         training.class_fractions,
     )
@@ -134,13 +136,13 @@ def measure_round(cfg) -> dict:
         tests.append(time.perf_counter() - t0)
         return out
 
-    loop.atomic_write_json, loop.fit_round, training.class_fractions = write, fit, check
+    simulation.atomic_write_json, rounds.fit_round, training.class_fractions = write, fit, check
     L.Trainer.test = test
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            results = loop.run(cfg, tmp)
+            results = simulation.run(cfg, tmp)
     finally:
-        loop.atomic_write_json, loop.fit_round, training.class_fractions = (
+        simulation.atomic_write_json, rounds.fit_round, training.class_fractions = (
             real_write,
             real_fit,
             real_check,

@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from axal.loop import build_strategy, check_config, full_data
+from axal.settings import build_strategy, check_config, full_data
 from tests.conftest import CONF
 
 GROUPS = ["dataset", "model", "strategy", "trainer", "logger"]

@@ -23,10 +23,10 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from axal.atomic import atomic_write
-from axal.loop import load_samples
 from axal.pools import Unit, task_mask
 from axal.report.summary import load_runs, strategy_name
 from axal.results import is_full_run
+from axal.settings import load_samples
 
 CLASS_NAMES = {1: "myelin", 2: "axon"}
 
