@@ -60,6 +60,7 @@ from axal.atomic import atomic_write, atomic_write_json
 from axal.callbacks import shrink_map
 from axal.checkpoint import CheckpointError
 from axal.data import DataError, Sample, load_dataset, resample
+from axal.domain import unit_image
 from axal.errors import override
 from axal.midround import partial_path
 from axal.overlays import save_overlay_png
@@ -446,7 +447,7 @@ def _annotate_locked(
     previous = last["labelled"] if last else []
     labelled = labelled_units(units, set(folder.masks), previous, suggested)
     edited_tiles = check_labelled_tiles(last, folder)
-    gone = sorted({u.split("@")[0] for u in previous} - set(folder.masks))
+    gone = sorted({unit_image(u) for u in previous} - set(folder.masks))
     if gone:
         log.warning("masks gone since the last round, back to the pool: %s", ", ".join(gone))
     changed = sorted(i for i, d in folder.masks.items() if not last or last["masks"].get(i) != d)

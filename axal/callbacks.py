@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from axal.acquisition import Strategy, acquire
+from axal.domain import unit_image
 from axal.mc_dropout import PixelStats
 from axal.overlays import save_uncertainty_png
 
@@ -200,7 +201,7 @@ class AcquisitionCallback(L.Callback):
             image = shrink_map(torch.from_numpy(dm.images[i]))
             role = "picked" if i in picked else "fixed"
             path = self.maps_dir / f"round-{self.round:02d}_{role}_{i}.png"
-            score = max((v for u, v in self.scores.items() if u.split("@")[0] == i), default=None)
+            score = max((v for u, v in self.scores.items() if unit_image(u) == i), default=None)
             shown = "" if score is None else f" | score {score:.4g}"
             title = f"round {self.round} | {role} | {i}{shown}"
             scale = prediction.shape[0] / dm.images[i].shape[0]  # maps are shrunk copies

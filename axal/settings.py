@@ -19,11 +19,12 @@ from omegaconf import DictConfig, OmegaConf
 from axal.acquisition import Strategy, typical_units
 from axal.checkpoint import describe_model
 from axal.data import load_dataset, split_by_subject
+from axal.domain import TASKS, UNIT_KINDS
 from axal.errors import ConfigError
 from axal.mean_teacher import make_semi
 from axal.morphometrics import CostModel
 from axal.networks import PLACEMENTS
-from axal.pools import TASKS, UNIT_KINDS, unit_splits
+from axal.pools import unit_splits
 
 
 def check_config(cfg: DictConfig) -> None:

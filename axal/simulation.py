@@ -27,9 +27,10 @@ from omegaconf import DictConfig, OmegaConf
 from axal.acquisition import Strategy
 from axal.atomic import atomic_write, atomic_write_json
 from axal.data import check_foreground
+from axal.domain import TASKS
 from axal.errors import ConfigError
 from axal.first_round import data_digest, entry_dir
-from axal.pools import TASKS, ActiveDataModule, Unit
+from axal.pools import ActiveDataModule, Unit
 from axal.results import CONTRACT_KEYS, RESULTS, Results
 from axal.rounds import active_round, per_round, reopen_last_round
 from axal.rundir import (

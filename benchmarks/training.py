@@ -45,7 +45,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 import axal.rounds as rounds  # noqa: E402
 import axal.simulation as simulation  # noqa: E402
 import axal.training as training  # noqa: E402
-from axal.pools import TASKS  # noqa: E402
+from axal.domain import TASKS  # noqa: E402
 from axal.settings import build_model  # noqa: E402
 from axal.threads import usable_cpus  # noqa: E402
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from axal.domain import AXON, MYELIN
 from axal.errors import AxalError
 
 log = logging.getLogger(__name__)
 
-BACKGROUND, MYELIN, AXON = 0, 1, 2
 TIFF_SUFFIXES = (".tif", ".tiff")
 
 
