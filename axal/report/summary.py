@@ -18,7 +18,7 @@ import numpy as np
 
 from axal.report.statistics import (
     FRACTION,
-    UNITS,
+    N_LABELLED,
     _mean_std,
     acquire_seconds,
     area_under_curve,
@@ -287,7 +287,7 @@ def _exhausted_pool(run: Mapping) -> bool:
     return not last.get("selected") and last["n_labelled"] == total and dice is not None
 
 
-def _final_dice(run: Mapping, budget: str = UNITS) -> tuple[float, float]:
+def _final_dice(run: Mapping, budget: str = N_LABELLED) -> tuple[float, float]:
     """(largest budget, Dice there) of a run's curve."""
     n, y = learning_curve(run, budget=budget)
     if n.size == 0:
@@ -351,7 +351,7 @@ def _full_reference(
 
 
 def _full_data_fallback(
-    strategies: dict[str, dict[Any, dict]], baseline: str | None, budget: str = UNITS
+    strategies: dict[str, dict[Any, dict]], baseline: str | None, budget: str = N_LABELLED
 ) -> tuple[dict[Any, float], dict[Any, str], str | None]:
     """Without reference runs: a run that labelled the whole pool, else random's last Dice."""
     seeds = sorted({s for per in strategies.values() for s in per}, key=_seed_key)
@@ -378,7 +378,7 @@ def _full_data_fallback(
     note = None
     if fallback:
         ns = ", ".join(_fmt_budget(n, budget) for n in sorted(set(fallback.values())))
-        at = f"n={ns}" if budget == UNITS else f"{ns} of pool pixels"
+        at = f"n={ns}" if budget == N_LABELLED else f"{ns} of pool pixels"
         seeds_txt = ", ".join(str(s) for s in fallback)
         note = (
             f"full-data Dice unavailable: random's Dice at {at} used "
@@ -396,7 +396,11 @@ def _full_data_fallback(
 
 
 def _censored_labels(
-    n: np.ndarray, dice: np.ndarray, target: float, budget: str = UNITS, interpolate: bool = False
+    n: np.ndarray,
+    dice: np.ndarray,
+    target: float,
+    budget: str = N_LABELLED,
+    interpolate: bool = False,
 ) -> tuple[float, bool]:
     """labels_to_reach (``interpolate``: between rounds), but never-reached counts as a bound
     and is flagged.
@@ -417,7 +421,7 @@ def _budget_points(
     curves: list[tuple[np.ndarray, np.ndarray]], budget: str, lo: float, hi: float
 ) -> list[float]:
     """Table columns: every budget reached (units), or fixed pixel fractions (tiles)."""
-    if budget == UNITS:
+    if budget == N_LABELLED:
         return sorted({float(x) for c in curves for x in c[0]})
     if not curves:
         return []
@@ -473,7 +477,7 @@ def _subject_alc(runs: list[Mapping], budget: str, lo: float, hi: float) -> dict
     for run in runs:
         pts: dict[str, list[tuple[float, float]]] = {}
         for r in run.get("rounds", []):
-            x = r.get("n_labelled") if budget == UNITS else round_fraction(r, run)
+            x = r.get("n_labelled") if budget == N_LABELLED else round_fraction(r, run)
             per = (r.get("test") or {}).get("per_subject") or {}
             if x is None or not math.isfinite(float(x)):
                 continue
@@ -494,7 +498,7 @@ def _subject_dice(run: Mapping, upto: float, budget: str) -> dict[str, dict[str,
     rounds = []
     for r in run.get("rounds", []):
         per = (r.get("test") or {}).get("per_subject")
-        x = r.get("n_labelled") if budget == UNITS else round_fraction(r, run)
+        x = r.get("n_labelled") if budget == N_LABELLED else round_fraction(r, run)
         if per and x is not None and math.isfinite(float(x)):
             rounds.append((float(x), r.get("round", 0), per))
     if not rounds:
@@ -581,7 +585,7 @@ def summarize(runs: list[dict], few_seeds: bool = False) -> dict:
         full_runs = full_by_group.get(ds, {})
         members = [d for per in groups[ds].values() for r in per.values() for d in draws(r)]
         unit = run_unit(members[0])
-        budget = FRACTION if unit == "tile" else UNITS
+        budget = FRACTION if unit == "tile" else N_LABELLED
         baseline = _baseline_name(strategies)
         ds_notes: list[str] = _group_notes(ds, members)
         ds_notes += few
@@ -670,7 +674,7 @@ def summarize(runs: list[dict], few_seeds: bool = False) -> dict:
                     out[seed] = _mean(v for v, _ in vals)
                     if cens is not None:
                         cens[seed] = any(c for _, c in vals)
-            exact = budget == UNITS
+            exact = budget == N_LABELLED
             by_budget = {}
             for b, vals in zip(points, _values_at(curves[st], seeds, points, exact)):
                 if vals:
