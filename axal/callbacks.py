@@ -1,11 +1,12 @@
-"""AcquisitionCallback: after a round's test evaluation, score the pool and label the best.
+"""AcquisitionCallback: after a round's training and test, score the pool and label the best.
 
-Lightning cannot nest a Trainer call inside a callback, so scoring is the plain torch loop of
-``axal.acquisition.acquire``. The callback only moves ids between pools and records what it
-did (picks, scores, seconds, uncertainty figures); it does not train, and the loop does not
-score. In a simulation it labels its picks at once (the annotator reveals their ground truth);
-with ``reveal=False`` (real annotation) the picks stay in the pool until a person adds their
-masks. Without a test set the loop calls :meth:`AcquisitionCallback.score_and_pick` directly.
+The round (:func:`axal.rounds.acquire_on`) calls :meth:`AcquisitionCallback.score_and_pick`
+once, after ``trainer.test`` when there is a test set: one path, never a trainer hook. Scoring
+is the plain torch loop of ``axal.acquisition.acquire``. The acquisition only moves ids between
+pools and records what it did (picks, scores, seconds, uncertainty figures); it does not train,
+and the round does not score. In a simulation it labels its picks at once (the annotator
+reveals their ground truth); with ``reveal=False`` (real annotation) the picks stay in the pool
+until a person adds their masks.
 """
 
 from __future__ import annotations
@@ -59,8 +60,8 @@ def acquisition_seed(seed: int, round_index: int, replicate: int = 0) -> int:
     return base if not replicate else base + int(replicate) * 10**12
 
 
-class AcquisitionCallback(L.Callback):
-    """Runs one acquisition when round ``round_index``'s ``trainer.test`` ends."""
+class AcquisitionCallback:
+    """One acquisition of round ``round_index``: :meth:`score_and_pick`, and what it did."""
 
     def __init__(
         self,
@@ -95,9 +96,6 @@ class AcquisitionCallback(L.Callback):
         self.maps: list[str] = []
         # small (prediction, uncertainty map) copies of the picked images, for figures
         self.picked_maps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-
-    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.score_and_pick(trainer.datamodule, pl_module)
 
     def score_and_pick(self, dm: Any, pl_module: L.LightningModule) -> list[str]:
         """Score the pool of ``dm`` with ``pl_module``'s network and pick ``per_round`` units

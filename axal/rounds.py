@@ -3,7 +3,8 @@
 One round (:func:`active_round`) trains a fresh U-Net or fine-tunes the last one
 (``al.reinit``) for a fixed number of optimizer steps on the labelled units
 (``axal.training``: collapsed models are retrained), evaluates it on the test set when there
-is one, and lets the :class:`AcquisitionCallback` pick the best-scored pool units. In the
+is one, then lets the :class:`AcquisitionCallback` pick the best-scored pool units
+(:func:`acquire_on`: one explicit call after training and testing, never a trainer hook). In the
 simulation (:mod:`axal.simulation`) the annotator reveals the picks' ground-truth masks at
 once; in real annotation (:mod:`axal.annotate`) a person adds mask files between runs. The
 round's record has the shape of :class:`axal.results.RoundRecord`.
@@ -54,8 +55,8 @@ def acquisition_callback(
     k: int | None = None,
     reveal: bool = True,
 ) -> AcquisitionCallback:
-    """The callback that picks ``k`` units (default ``al.per_round``) after round's test;
-    ``reveal`` labels them at once (simulation), else they wait for a person's masks."""
+    """The acquisition that picks ``k`` units (default ``al.per_round``) after the round's
+    test; ``reveal`` labels them at once (simulation), else they wait for a person's masks."""
     return AcquisitionCallback(
         strategy,
         per_round=per_round(cfg, round_index) if k is None else max(k, 1),
@@ -72,6 +73,24 @@ def acquisition_callback(
         cost=cost_model(cfg),
         replicate=replicate(cfg),
     )
+
+
+def acquire_on(
+    trainer: L.Trainer,
+    acquisition: AcquisitionCallback,
+    dm: ActiveDataModule,
+    model: L.LightningModule,
+) -> None:
+    """Score ``dm``'s pool with ``model`` and pick, on the trainer's device.
+
+    Lightning moves a model back to the CPU when ``fit`` or ``test`` ends; the scoring pass
+    runs where the round trained and tested, and the model goes back to the CPU for its
+    checkpoint."""
+    model.to(trainer.strategy.root_device)
+    try:
+        acquisition.score_and_pick(dm, model)
+    finally:
+        model.cpu()
 
 
 @dataclass
@@ -119,7 +138,7 @@ def active_round(
     labelled_pixels = dm.labelled_pixels()
     seed = train_seed(cfg, r)
     steps = round_steps(cfg, previous is not None)
-    callbacks = ([callback] if k and dm.test else []) + list(extra_callbacks or [])
+    callbacks = list(extra_callbacks or [])
 
     def train() -> RoundFit:
         return fit_round(
@@ -146,9 +165,9 @@ def active_round(
         )
     model, trainer = fit.model, fit.trainer
     if dm.test:
-        trainer.test(model, datamodule=dm, verbose=False)  # the callback picks at its end
-    elif k:
-        callback.score_and_pick(dm, model)
+        trainer.test(model, datamodule=dm, verbose=False)
+    if k:
+        acquire_on(trainer, callback, dm, model)
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(trainer, checkpoint)  # temp file + rename: never truncated
     pool_pixels = dm.train_pixels()
@@ -208,8 +227,8 @@ def reopen_last_round(
     model = build_model(cfg, n_classes)
     load_weights(model, ckpt, str(cfg.task))
     callback = acquisition_callback(cfg, strategy, run_dir, r)
-    trainer = make_trainer(cfg, int(last.get("steps") or 1), [callback], has_val=False)
-    trainer.test(model, datamodule=dm, verbose=False)
+    trainer = make_trainer(cfg, int(last.get("steps") or 1), [], has_val=False)
+    acquire_on(trainer, callback, dm, model)
     last["selected"] = callback.selected
     last["scores"] = callback.scores
     last["acquire_seconds"] = round(callback.seconds, 3)
