@@ -1,6 +1,6 @@
-"""AcquisitionCallback: after a round's training and test, score the pool and label the best.
+"""Acquisition: after a round's training and test, score the pool and label the best.
 
-The round (:func:`axal.rounds.acquire_on`) calls :meth:`AcquisitionCallback.score_and_pick`
+The round (:func:`axal.rounds.acquire_on`) calls :meth:`Acquisition.score_and_pick`
 once, after ``trainer.test`` when there is a test set: one path, never a trainer hook. Scoring
 is the plain torch loop of ``axal.acquisition.acquire``. The acquisition only moves ids between
 pools and records what it did (picks, scores, seconds, uncertainty figures); it does not train,
@@ -60,7 +60,7 @@ def acquisition_seed(seed: int, round_index: int, replicate: int = 0) -> int:
     return base if not replicate else base + int(replicate) * 10**12
 
 
-class AcquisitionCallback:
+class Acquisition:
     """One acquisition of round ``round_index``: :meth:`score_and_pick`, and what it did."""
 
     def __init__(

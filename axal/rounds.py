@@ -3,7 +3,7 @@
 One round (:func:`active_round`) trains a fresh U-Net or fine-tunes the last one
 (``al.reinit``) for a fixed number of optimizer steps on the labelled units
 (``axal.training``: collapsed models are retrained), evaluates it on the test set when there
-is one, then lets the :class:`AcquisitionCallback` pick the best-scored pool units
+is one, then lets the :class:`Acquisition` pick the best-scored pool units
 (:func:`acquire_on`: one explicit call after training and testing, never a trainer hook). In the
 simulation (:mod:`axal.simulation`) the annotator reveals the picks' ground-truth masks at
 once; in real annotation (:mod:`axal.annotate`) a person adds mask files between runs. The
@@ -19,7 +19,7 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from axal.acquisition import Strategy
-from axal.callbacks import AcquisitionCallback
+from axal.callbacks import Acquisition
 from axal.checkpoint import load_weights, save_checkpoint
 from axal.errors import ConfigError
 from axal.first_round import restore_with, shared_fit
@@ -47,17 +47,17 @@ def round_steps(cfg: DictConfig, fine_tune: bool) -> int:
     return int(cfg.trainer.steps)
 
 
-def acquisition_callback(
+def make_acquisition(
     cfg: DictConfig,
     strategy: Strategy,
     run_dir: Path,
     round_index: int,
     k: int | None = None,
     reveal: bool = True,
-) -> AcquisitionCallback:
+) -> Acquisition:
     """The acquisition that picks ``k`` units (default ``al.per_round``) after the round's
     test; ``reveal`` labels them at once (simulation), else they wait for a person's masks."""
-    return AcquisitionCallback(
+    return Acquisition(
         strategy,
         per_round=per_round(cfg, round_index) if k is None else max(k, 1),
         mc_samples=cfg.al.mc_samples,
@@ -77,7 +77,7 @@ def acquisition_callback(
 
 def acquire_on(
     trainer: L.Trainer,
-    acquisition: AcquisitionCallback,
+    acquisition: Acquisition,
     dm: ActiveDataModule,
     model: L.LightningModule,
 ) -> None:
@@ -99,7 +99,7 @@ class Round:
 
     record: RoundRecord
     fit: RoundFit
-    acquisition: AcquisitionCallback
+    acquisition: Acquisition
 
 
 def active_round(
@@ -133,7 +133,7 @@ def active_round(
         return model
 
     k = min(k, len(dm.unlabelled))
-    callback = acquisition_callback(cfg, strategy, run_dir, r, k=k, reveal=reveal)
+    acquisition = make_acquisition(cfg, strategy, run_dir, r, k=k, reveal=reveal)
     labelled = list(dm.labelled)
     labelled_pixels = dm.labelled_pixels()
     seed = train_seed(cfg, r)
@@ -167,7 +167,7 @@ def active_round(
     if dm.test:
         trainer.test(model, datamodule=dm, verbose=False)
     if k:
-        acquire_on(trainer, callback, dm, model)
+        acquire_on(trainer, acquisition, dm, model)
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(trainer, checkpoint)  # temp file + rename: never truncated
     pool_pixels = dm.train_pixels()
@@ -178,21 +178,21 @@ def active_round(
         labelled_pixels=labelled_pixels,
         labelled_fraction=labelled_pixels / max(1, pool_pixels),
         labelled=labelled,
-        selected=callback.selected,
-        scores=callback.scores,
+        selected=acquisition.selected,
+        scores=acquisition.scores,
         test=model.test_metrics if dm.test else None,
         train_loss=fit.train_loss,
         **fit_record(fit),
         fine_tuned_from=None if previous is None else _relative(previous, run_dir),
         checkpoint=_relative(checkpoint, run_dir),
         train_seconds=round(fit.seconds, 3),
-        acquire_seconds=round(callback.seconds, 3),
-        correction=callback.correction,
-        uncertainty_maps=[_relative(Path(p), run_dir) for p in callback.maps],
+        acquire_seconds=round(acquisition.seconds, 3),
+        correction=acquisition.correction,
+        uncertainty_maps=[_relative(Path(p), run_dir) for p in acquisition.maps],
     )
     if sharing is not None:
         record["shared_first_round"] = sharing
-    return Round(record, fit, callback)
+    return Round(record, fit, acquisition)
 
 
 def _relative(path: Path, base: Path) -> str:
@@ -226,13 +226,13 @@ def reopen_last_round(
     L.seed_everything(train_seed(cfg, r), workers=True, verbose=False)
     model = build_model(cfg, n_classes)
     load_weights(model, ckpt, str(cfg.task))
-    callback = acquisition_callback(cfg, strategy, run_dir, r)
+    acquisition = make_acquisition(cfg, strategy, run_dir, r)
     trainer = make_trainer(cfg, int(last.get("steps") or 1), [], has_val=False)
-    acquire_on(trainer, callback, dm, model)
-    last["selected"] = callback.selected
-    last["scores"] = callback.scores
-    last["acquire_seconds"] = round(callback.seconds, 3)
+    acquire_on(trainer, acquisition, dm, model)
+    last["selected"] = acquisition.selected
+    last["scores"] = acquisition.scores
+    last["acquire_seconds"] = round(acquisition.seconds, 3)
     last["uncertainty_maps"] = list(last.get("uncertainty_maps", [])) + [
-        str(Path(p).relative_to(run_dir)) for p in callback.maps
+        str(Path(p).relative_to(run_dir)) for p in acquisition.maps
     ]
     results["finished"] = False

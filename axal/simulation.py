@@ -240,7 +240,7 @@ def _rounds(
                 else None
             ),
         )
-        record, fit, callback = done.record, done.fit, done.acquisition
+        record, fit, acquisition = done.record, done.fit, done.acquisition
         for key in ("checkpoint", "fine_tuned_from"):  # only the last checkpoint is kept
             record.pop(key)
         before = results["rounds"][-1].get("correction_total") if results["rounds"] else None
@@ -256,7 +256,7 @@ def _rounds(
         for old in ckpt_dir.glob("round-*.ckpt"):
             if old.name != f"round-{r}.ckpt":
                 old.unlink()
-        log_round(logger, record, callback.maps)
+        log_round(logger, record, acquisition.maps)
         test_dice = record["test"]["dice"] if record["test"] else float("nan")
         log.info(
             "round %d | labelled %d (%.1f%% of pixels) | test dice %.4f | train %.1fs "
@@ -268,8 +268,8 @@ def _rounds(
             fit.seconds,
             fit.steps,
             fit.restarts,
-            callback.seconds,
-            ",".join(callback.selected) or "-",
+            acquisition.seconds,
+            ",".join(acquisition.selected) or "-",
         )
         if results["finished"]:
             break

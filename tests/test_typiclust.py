@@ -24,7 +24,7 @@ from axal.acquisition import (
     kmeans,
     select_units,
 )
-from axal.callbacks import AcquisitionCallback
+from axal.callbacks import Acquisition
 from axal.data.splits import split_by_subject
 from axal.data.synthetic import make_synthetic
 from axal.mc_dropout import PixelStats
@@ -120,7 +120,7 @@ def test_typiclust_through_the_callback_never_reads_a_mask(cfg_factory) -> None:
         if poison:
             dm.masks = _NoMasks(dm.masks)
             dm.samples = {i: replace(s, mask=_Unreadable()) for i, s in dm.samples.items()}
-        callback = AcquisitionCallback(
+        callback = Acquisition(
             TypiClust(), per_round=3, mc_samples=2, seed=0, round_index=0, reveal=False
         )
         callback.progress = False
