@@ -14,6 +14,8 @@ BACKGROUND, MYELIN, AXON = 0, 1, 2  # class indices of a class mask
 CLASS_NAMES = ("background", "myelin", "axon")  # by class index
 TASKS = {"myelin": 2, "axonmyelin": 3}  # task -> number of classes the model predicts
 UNIT_KINDS = ("image", "tile")  # what al.unit may be
+# the kinds of an AxonDeepSeg mask file, <stem>_seg-<kind>.png (axal.adsfiles)
+SEG_KINDS = ("axonmyelin", "axon", "myelin")
 
 
 def format_unit_id(image: str, box: tuple[int, int, int, int] | None = None) -> str:
