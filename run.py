@@ -50,7 +50,7 @@ def resume_command(run_dir: str | Path) -> str:
 
 def summary(results: dict, run_dir: str | Path) -> str:
     """The lines a run ends with: what it did, where its files are, and what to do next."""
-    from axal.loop import RESULTS
+    from axal.results import RESULTS
 
     rounds = results.get("rounds") or []
     dice = (rounds[-1].get("test") or {}).get("dice") if rounds else None
@@ -70,7 +70,7 @@ def summary(results: dict, run_dir: str | Path) -> str:
 def main(cfg: DictConfig) -> float:
     from axal import errors
     from axal.console import quiet_console
-    from axal.loop import run
+    from axal.simulation import run
 
     die_with_parent()  # a sweep's job goes when its sweep goes
     stop_on_signals()  # SIGTERM (SLURM, timeout) stops a run as Ctrl-C does

@@ -202,6 +202,7 @@ class Strategy:
     # the statistics pixel_map reads, pixel by pixel: then the pool is scored in row bands
     # (axal.mc_dropout.StatBands) and only this map is kept whole; None: it needs whole maps
     stats_keys: tuple[str, ...] | None = None
+    full_data = False  # the full-data reference: every training unit labelled before round 0
 
     def __init__(
         self,
@@ -289,6 +290,7 @@ class Full(Random):
     never a pool to pick from; the run trains one model with the same recipe as the others."""
 
     name = "full"
+    full_data = True
 
 
 def edt_weight(prediction: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -20,11 +20,11 @@ import numpy as np
 from PIL import Image
 
 from axal.atomic import atomic_write
-from axal.data.io import AXON, MYELIN, DataError
+from axal.data.io import DataError
 from axal.data.sources import BIDS_IMAGE_RE, IMAGE_SUFFIXES, bids_pixel_size, find_named
+from axal.domain import AXON, MYELIN, SEG_KINDS
 
 AXONMYELIN_GREY = {MYELIN: 127, AXON: 255}  # class -> grey value in _seg-axonmyelin files
-SEG_KINDS = ("axonmyelin", "axon", "myelin")
 # grey values an annotator's mask may hold; a few anti-aliased pixels in between are fine
 
 

@@ -5,7 +5,7 @@ BIDS) in which some images have masks, trains on them (round 0 from scratch for
 ``trainer.steps``; later rounds fine-tune the previous model for ``trainer.finetune_steps``, or
 retrain with ``al.reinit=true``), scores every image without a mask (or every unlabelled tile)
 with the strategy, and suggests ``k`` to annotate next, with a predicted mask for every image
-not yet labelled. The round is the simulation's own (:func:`axal.loop.active_round`): only
+not yet labelled. The round is the simulation's own (:func:`axal.rounds.active_round`): only
 where labels come from (mask files, not hidden ground truth) and what comes out differ.
 
 The work folder (``annotate.out``, default ``<root>/axal``) keeps the state between runs::
@@ -62,13 +62,15 @@ from axal.atomic import atomic_write, atomic_write_json
 from axal.callbacks import shrink_map
 from axal.checkpoint import CheckpointError
 from axal.data import DataError, Sample, load_dataset, resample
+from axal.domain import unit_image
 from axal.errors import override
-from axal.loop import active_round, check_config, make_strategy, round_steps, strategy_label
 from axal.midround import partial_path
 from axal.overlays import save_overlay_png
 from axal.pools import ActiveDataModule, Unit, image_units
 from axal.predict import segment_bands, write_bands
+from axal.rounds import active_round, round_steps
 from axal.rundir import RunLock
+from axal.settings import check_config, make_strategy, strategy_label
 from axal.suggestions import write_page, write_suggestions_csv
 
 log = logging.getLogger("axal")
@@ -457,7 +459,7 @@ def _annotate_locked(
     previous = last["labelled"] if last else []
     labelled = labelled_units(units, set(folder.masks), previous, suggested)
     edited_tiles = check_labelled_tiles(last, folder)
-    gone = sorted({u.split("@")[0] for u in previous} - set(folder.masks))
+    gone = sorted({unit_image(u) for u in previous} - set(folder.masks))
     if gone:
         log.warning("masks gone since the last round, back to the pool: %s", ", ".join(gone))
     changed = sorted(i for i, d in folder.masks.items() if not last or last["masks"].get(i) != d)

@@ -1,11 +1,12 @@
-"""AcquisitionCallback: after a round's test evaluation, score the pool and label the best.
+"""Acquisition: after a round's training and test, score the pool and label the best.
 
-Lightning cannot nest a Trainer call inside a callback, so scoring is the plain torch loop of
-``axal.acquisition.acquire``. The callback only moves ids between pools and records what it
-did (picks, scores, seconds, uncertainty figures); it does not train, and the loop does not
-score. In a simulation it labels its picks at once (the annotator reveals their ground truth);
-with ``reveal=False`` (real annotation) the picks stay in the pool until a person adds their
-masks. Without a test set the loop calls :meth:`AcquisitionCallback.score_and_pick` directly.
+The round (:func:`axal.rounds.acquire_on`) calls :meth:`Acquisition.score_and_pick`
+once, after ``trainer.test`` when there is a test set: one path, never a trainer hook. Scoring
+is the plain torch loop of ``axal.acquisition.acquire``. The acquisition only moves ids between
+pools and records what it did (picks, scores, seconds, uncertainty figures); it does not train,
+and the round does not score. In a simulation it labels its picks at once (the annotator
+reveals their ground truth); with ``reveal=False`` (real annotation) the picks stay in the pool
+until a person adds their masks.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from axal.acquisition import Strategy, acquire
+from axal.domain import unit_image
 from axal.mc_dropout import PixelStats
 from axal.overlays import save_uncertainty_png
 
@@ -58,8 +60,8 @@ def acquisition_seed(seed: int, round_index: int, replicate: int = 0) -> int:
     return base if not replicate else base + int(replicate) * 10**12
 
 
-class AcquisitionCallback(L.Callback):
-    """Runs one acquisition when round ``round_index``'s ``trainer.test`` ends."""
+class Acquisition:
+    """One acquisition of round ``round_index``: :meth:`score_and_pick`, and what it did."""
 
     def __init__(
         self,
@@ -94,9 +96,6 @@ class AcquisitionCallback(L.Callback):
         self.maps: list[str] = []
         # small (prediction, uncertainty map) copies of the picked images, for figures
         self.picked_maps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-
-    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.score_and_pick(trainer.datamodule, pl_module)
 
     def score_and_pick(self, dm: Any, pl_module: L.LightningModule) -> list[str]:
         """Score the pool of ``dm`` with ``pl_module``'s network and pick ``per_round`` units
@@ -200,7 +199,7 @@ class AcquisitionCallback(L.Callback):
             image = shrink_map(torch.from_numpy(dm.images[i]))
             role = "picked" if i in picked else "fixed"
             path = self.maps_dir / f"round-{self.round:02d}_{role}_{i}.png"
-            score = max((v for u, v in self.scores.items() if u.split("@")[0] == i), default=None)
+            score = max((v for u, v in self.scores.items() if unit_image(u) == i), default=None)
             shown = "" if score is None else f" | score {score:.4g}"
             title = f"round {self.round} | {role} | {i}{shown}"
             scale = prediction.shape[0] / dm.images[i].shape[0]  # maps are shrunk copies

@@ -18,8 +18,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from axal.overlays import CLASS_NAMES
-from axal.pools import TASKS
+from axal.domain import CLASS_NAMES, TASKS
 
 META_KEY = "axal"
 VERSION = 1

@@ -35,7 +35,7 @@ def _check_placement(placement: str, rate: float) -> None:
         raise ValueError(f"model.dropout_rate={rate} must be in [0, 1)")
 
 
-class MCDropout(nn.Dropout):
+class ByteDropout(nn.Dropout):
     """``nn.Dropout`` whose masks, at inference (MC sampling), come from random bytes.
 
     On CPU, ``F.dropout`` draws one float per element (Bernoulli) and dominates the cost of
@@ -166,13 +166,13 @@ def repeat_samples(t: torch.Tensor, samples: int) -> torch.Tensor:
 
 def sample_dropout(drop: nn.Module, x: torch.Tensor, samples: int) -> torch.Tensor:
     """``drop`` applied to ``x`` repeated ``samples`` times, without the copy when it can."""
-    if samples > 1 and isinstance(drop, MCDropout) and drop.sampling():
+    if samples > 1 and isinstance(drop, ByteDropout) and drop.sampling():
         return drop.sample(x, samples)
     return drop(repeat_samples(x, samples))
 
 
 def _dropout(active: bool, rate: float) -> nn.Module:
-    return MCDropout(rate) if active and rate > 0 else nn.Identity()
+    return ByteDropout(rate) if active and rate > 0 else nn.Identity()
 
 
 class StagedNet(nn.Module):
@@ -274,7 +274,9 @@ class _HeadStage(nn.Module):
 
     def _fused(self) -> bool:
         drop, head = self.drop, self.head
-        return isinstance(drop, MCDropout) and drop.sampling() and isinstance(head, PointwiseConv2d)
+        return (
+            isinstance(drop, ByteDropout) and drop.sampling() and isinstance(head, PointwiseConv2d)
+        )
 
     def _masked_head(self, x: torch.Tensor, samples: int, margin: bool) -> torch.Tensor:
         keep = self.drop.keep_mask((samples, *x.shape), x.device)
@@ -402,7 +404,7 @@ class _UpStage(nn.Module):
 class _BottleneckDrop(nn.Module):
     def __init__(self, rate: float) -> None:
         super().__init__()
-        self.drop = MCDropout(rate)
+        self.drop = ByteDropout(rate)
 
     def forward(self, state: State) -> State:
         return self.mc_forward(state, 1)

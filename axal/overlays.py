@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from axal.atomic import atomic_write
+from axal.domain import CLASS_NAMES
 
-CLASS_NAMES = ("background", "myelin", "axon")
 CLASS_COLOURS = ("#2b1d4e", "#f2d338", "#2aa198")  # dark / yellow / teal: distinct in grey too
 
 

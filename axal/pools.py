@@ -2,9 +2,10 @@
 
 A unit is what an annotator labels in one go: a whole image (``al.unit=image``, the paper's) or
 a tile of one (``al.unit=tile``; non-overlapping ``tile_size`` boxes, edge tiles smaller). A
-unit's id is its image id, or ``"<image id>@x,y,w,h"`` for a tile. This module owns that
-mapping and turns the labelled units into per-pixel loss masks: pixels outside every labelled
-box carry ``IGNORE`` and never reach the loss, although they still feed the network as context.
+unit's id is its image id, or ``"<image id>@x,y,w,h"`` for a tile (:mod:`axal.domain`). This
+module maps ids to boxes and turns the labelled units into per-pixel loss masks: pixels outside
+every labelled box carry ``IGNORE`` and never reach the loss, although they still feed the
+network as context.
 
 Images stay whole in memory; training draws random augmented patches centred in labelled units
 (uniform over units), evaluation and scoring see whole images. A round trains for a fixed
@@ -32,9 +33,8 @@ from axal.data.augment import (
     train_transform,
     window_size,
 )
+from axal.domain import TASKS, UNIT_KINDS, format_unit_id, parse_unit_id
 
-TASKS = {"myelin": 2, "axonmyelin": 3}
-UNIT_KINDS = ("image", "tile")  # what al.unit may be
 IGNORE = 255  # label of pixels that are not (yet) annotated
 
 
@@ -60,7 +60,7 @@ class Unit:
 
     @property
     def id(self) -> str:
-        return self.image if self.whole else f"{self.image}@{self.x},{self.y},{self.w},{self.h}"
+        return format_unit_id(self.image, None if self.whole else (self.x, self.y, self.w, self.h))
 
     @property
     def pixels(self) -> int:
@@ -76,16 +76,12 @@ class Unit:
         if unit_id in shapes:
             h, w = shapes[unit_id]
             return cls(unit_id, 0, 0, w, h, whole=True)
-        image, sep, box = unit_id.rpartition("@")
-        try:
-            x, y, w, h = (int(v) for v in box.split(","))
-        except ValueError:
-            raise ValueError(
-                f"unit id {unit_id!r} is neither an image id nor image@x,y,w,h"
-            ) from None
-        if not sep or image not in shapes:
+        image, box = parse_unit_id(unit_id)
+        if box is None:
+            raise ValueError(f"unit id {unit_id!r} is neither an image id nor image@x,y,w,h")
+        if image not in shapes:
             raise ValueError(f"unit id {unit_id!r} names an image the dataset lacks")
-        return cls(image, x, y, w, h)
+        return cls(image, *box)
 
 
 def image_units(image_id: str, shape: tuple[int, int], unit: str, tile_size: int | None) -> list:

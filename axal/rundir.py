@@ -35,11 +35,11 @@ from omegaconf import OmegaConf
 
 from axal.atomic import atomic_write
 from axal.errors import ConfigError
+from axal.results import RESULTS
 
 log = logging.getLogger("axal")
 
 LOCK = "run.lock"
-RESULTS = "results.json"
 CONFIG = "config.yaml"
 # settings that change only speed, memory or logging: a resumed run may change them (a run
 # begun on a GPU may go on on a CPU: same precision, steps and seeds)

@@ -39,6 +39,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from axal.errors import ConfigError
+from axal.results import RESULTS
 from axal.rundir import MAY_CHANGE, MAY_GROW, PARENT_ENV, flatten, lock_holder, matches_any
 from axal.threads import usable_cpus
 
@@ -150,7 +151,7 @@ def _format_label(template: str, assignment: dict[str, Any]) -> str:
 
 def job_state(run_dir: Path) -> str:
     """``finished``, ``resumable`` (results saved), ``pending`` (none), ``bad`` (unreadable)."""
-    path = run_dir / "results.json"
+    path = run_dir / RESULTS
     if not path.exists():
         return "pending"
     try:
@@ -164,12 +165,12 @@ def job_state(run_dir: Path) -> str:
 
 def set_aside(run_dir: Path) -> Path:
     """Move an unreadable results.json to ``results.json.bad`` (``.bad.1``, ... if taken)."""
-    path = run_dir / "results.json"
-    target = path.with_name("results.json.bad")
+    path = run_dir / RESULTS
+    target = path.with_name(f"{RESULTS}.bad")
     n = 0
     while target.exists():
         n += 1
-        target = path.with_name(f"results.json.bad.{n}")
+        target = path.with_name(f"{RESULTS}.bad.{n}")
     os.replace(path, target)
     return target
 
@@ -219,7 +220,7 @@ def run_job(
         moved = set_aside(job.run_dir)
         job.extra["bad"] = moved
         print(
-            f"sweep: {job.run_dir / 'results.json'} is unreadable: moved to {moved.name}; "
+            f"sweep: {job.run_dir / RESULTS} is unreadable: moved to {moved.name}; "
             f"the job starts again",
             file=sys.stderr,
             flush=True,
@@ -310,7 +311,7 @@ def changed_settings(job: Job) -> list[str]:
     """``key: old -> new`` for every setting of ``job`` that differs from the one its saved
     run (results.json) was run with; settings one side lacks (added to axal since) count not."""
     try:
-        recorded = json.loads((job.run_dir / "results.json").read_text()).get("config") or {}
+        recorded = json.loads((job.run_dir / RESULTS).read_text()).get("config") or {}
     except (OSError, ValueError, AttributeError):
         return []
     cfg = compose_sweep(job.overrides)

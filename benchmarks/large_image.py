@@ -68,7 +68,7 @@ Image.fromarray(out).save(path)
 MAKE_CKPT = r"""
 import sys
 from hydra import compose, initialize_config_dir
-from axal.loop import run
+from axal.simulation import run
 over = sys.argv[2:]
 with initialize_config_dir(config_dir=sys.argv[1] + "/conf", version_base="1.3"):
     cfg = compose(config_name="config", overrides=over)

@@ -51,9 +51,11 @@ sys.path.insert(0, str(ROOT))
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-import axal.loop as loop  # noqa: E402
+import axal.rounds as rounds  # noqa: E402
+import axal.simulation as simulation  # noqa: E402
 import axal.training as training  # noqa: E402
-from axal.pools import TASKS  # noqa: E402
+from axal.domain import TASKS  # noqa: E402
+from axal.settings import build_model  # noqa: E402
 from axal.threads import usable_cpus  # noqa: E402
 
 DEFAULTS = ["dataset=tem", "strategy=random", "logger=none", "trainer.progress=false"]
@@ -67,7 +69,7 @@ def compose_cfg(overrides: list[str]):
 def bare_steps_per_s(cfg, steps: int, seconds: float | None = None) -> float:
     """Steps/s of a plain loop: same network, batch, patch size, loss and Adam; no data work."""
     L.seed_everything(0, verbose=False)
-    model = loop.build_model(cfg, TASKS[cfg.task])
+    model = build_model(cfg, TASKS[cfg.task])
     opt = torch.optim.Adam(model.parameters(), lr=cfg.model.module.lr)
     b, p = cfg.dataset.batch_size, cfg.dataset.patch_size
     x = torch.rand(b, 1, p, p)
@@ -116,7 +118,7 @@ def measure_round(cfg) -> dict:
     checks: list[float] = []
     tests: list[float] = []
     real_write, real_fit, real_check = (
-        loop.atomic_write_json,
+        simulation.atomic_write_json,
         training.fit_round,
         training.class_fractions,
     )
@@ -143,13 +145,13 @@ def measure_round(cfg) -> dict:
         tests.append(time.perf_counter() - t0)
         return out
 
-    loop.atomic_write_json, loop.fit_round, training.class_fractions = write, fit, check
+    simulation.atomic_write_json, rounds.fit_round, training.class_fractions = write, fit, check
     L.Trainer.test = test
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            results = loop.run(cfg, tmp)
+            results = simulation.run(cfg, tmp)
     finally:
-        loop.atomic_write_json, loop.fit_round, training.class_fractions = (
+        simulation.atomic_write_json, rounds.fit_round, training.class_fractions = (
             real_write,
             real_fit,
             real_check,
@@ -163,7 +165,7 @@ def measure_round(cfg) -> dict:
         "steps": timer.steps,
         "data": timer.data,
         "collapse_check": checks[1],
-        "test": tests[1] - record["acquire_seconds"],  # acquisition runs inside test's hook
+        "test": tests[1],  # acquisition is its own call after the test (axal.rounds.acquire_on)
         "acquisition": record["acquire_seconds"],
     }
     split["other"] = wall - sum(split.values())
@@ -188,7 +190,7 @@ def _training_step(cfg, channels_last: bool, dtype, compiled: bool = False):
     L.seed_everything(0, verbose=False)
     cfg = cfg.copy()
     cfg.model.module.channels_last = channels_last
-    model = loop.build_model(cfg, TASKS[cfg.task])
+    model = build_model(cfg, TASKS[cfg.task])
     net = torch.compile(model.net) if compiled else model.net
     opt = torch.optim.Adam(model.parameters(), lr=cfg.model.module.lr)
     b, p = cfg.dataset.batch_size, cfg.dataset.patch_size

@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from axal.loop import build_strategy, check_config
+from axal.settings import build_strategy, check_config, full_data
 from tests.conftest import CONF
 
 GROUPS = ["dataset", "model", "strategy", "trainer", "logger"]
@@ -41,3 +41,10 @@ def test_every_group_option_composes(group, option):
 def test_entry_point_configs_compose(name):
     cfg = _compose(name, [])
     assert OmegaConf.to_container(cfg, resolve=False)
+
+
+@pytest.mark.parametrize("option", _options("strategy"))
+def test_only_the_full_strategy_labels_every_unit_first(option):
+    """``full_data`` is the strategy's own flag, read from its class before it is built."""
+    cfg = _compose("config", [f"strategy={option}"])
+    assert full_data(cfg) is build_strategy(cfg).full_data is (option == "full")

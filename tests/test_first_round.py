@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-import axal.loop
+import axal.rounds
 from axal.first_round import MODEL, RECORD, entry_dir, shared_fit
-from axal.loop import run
 from axal.rundir import RunLock
+from axal.simulation import run
 from axal.sweep import ROOT, Job, compose_sweep, expand, next_job
 from tests.conftest import compose_cfg
 
@@ -24,13 +24,13 @@ def _results(run_dir: Path) -> dict:
 def _count_training(monkeypatch) -> list[int]:
     """The steps of every round the loop trains (fit_round calls)."""
     calls: list[int] = []
-    real = axal.loop.fit_round
+    real = axal.rounds.fit_round
 
     def counting(cfg, dm, make_model, seed, steps, *args, **kwargs):
         calls.append(steps)
         return real(cfg, dm, make_model, seed, steps, *args, **kwargs)
 
-    monkeypatch.setattr(axal.loop, "fit_round", counting)
+    monkeypatch.setattr(axal.rounds, "fit_round", counting)
     return calls
 
 

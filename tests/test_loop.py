@@ -8,7 +8,7 @@ import pytest
 
 from axal.data import DataError
 from axal.errors import ConfigError
-from axal.loop import run
+from axal.simulation import run
 from tests.conftest import compose_cfg, real_data_root
 
 
@@ -98,22 +98,22 @@ def test_strategies_share_split_and_initial_set_for_a_seed(cfg_factory, tmp_path
 
 
 def test_resume_continues_from_the_last_finished_round(cfg_factory, tmp_path, monkeypatch):
-    import axal.loop as loop
+    import axal.simulation as simulation
 
     full = run(cfg_factory("strategy=mc_dropout", "al.rounds=3"), tmp_path / "full")
 
     # kill the run during round 2 (after round 1 finished): results.json keeps rounds 0-1
-    real_save = loop.atomic_write_json
+    real_save = simulation.atomic_write_json
 
     def crash_after_two_rounds(path, obj):
         real_save(path, obj)
         if obj["rounds"] and len(obj["rounds"]) == 2:
             raise KeyboardInterrupt("killed")
 
-    monkeypatch.setattr(loop, "atomic_write_json", crash_after_two_rounds)
+    monkeypatch.setattr(simulation, "atomic_write_json", crash_after_two_rounds)
     with pytest.raises(KeyboardInterrupt):
         run(cfg_factory("strategy=mc_dropout", "al.rounds=3"), tmp_path / "cut")
-    monkeypatch.setattr(loop, "atomic_write_json", real_save)
+    monkeypatch.setattr(simulation, "atomic_write_json", real_save)
     partial = _results(tmp_path / "cut")
     assert len(partial["rounds"]) == 2 and partial["finished"] is False
 
@@ -214,16 +214,16 @@ def test_wandb_logger_runs_offline_without_a_key(cfg_factory, tmp_path, monkeypa
 
 
 def test_reinit_false_fine_tunes_the_previous_rounds_model(cfg_factory, tmp_path, monkeypatch):
-    import axal.loop as loop
+    import torch
 
     loaded = []
-    real_load = loop.torch.load
+    real_load = torch.load
 
     def spy(path, *args, **kwargs):
         loaded.append(str(path))
         return real_load(path, *args, **kwargs)
 
-    monkeypatch.setattr(loop.torch, "load", spy)
+    monkeypatch.setattr(torch, "load", spy)
     run(cfg_factory("strategy=random", "al.reinit=false"), tmp_path / "ft")
     assert loaded == [str(tmp_path / "ft" / "checkpoints" / "round-0.ckpt")]
     loaded.clear()

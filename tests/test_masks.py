@@ -22,7 +22,7 @@ from axal.data import (
     read_mask,
 )
 from axal.errors import AxalError
-from axal.loop import run
+from axal.simulation import run
 from tests.conftest import FAST, compose_cfg
 
 ADSG = {0: 0, MYELIN: 127, AXON: 255}

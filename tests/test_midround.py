@@ -15,9 +15,10 @@ import pytest
 import torch
 
 from axal.interrupt import Interrupted, stop_on_signals
-from axal.loop import build_model, load_samples, make_splits, run
 from axal.midround import STATE_KEY, partial_path
 from axal.pools import ActiveDataModule
+from axal.settings import build_model, load_samples, make_splits
+from axal.simulation import run
 from axal.training import fit_round
 
 MID = ["trainer.checkpoint_every=4", "trainer.deterministic=true", "trainer.max_restarts=0"]

@@ -99,9 +99,9 @@ def test_test_dice_is_one_for_a_perfect_model():
 
 
 def test_mc_dropout_layer_drops_at_the_configured_rate_and_keeps_the_mean():
-    from axal.networks import MCDropout
+    from axal.networks import ByteDropout
 
-    drop = MCDropout(0.2).train()
+    drop = ByteDropout(0.2).train()
     x = torch.ones(200_000)
     with torch.inference_mode():
         y = drop(x)
@@ -120,9 +120,9 @@ def test_mc_dropout_layer_drops_at_the_configured_rate_and_keeps_the_mean():
 
 
 def test_mc_masks_are_reproducible_per_seed_and_independent_across_draws():
-    from axal.networks import MCDropout
+    from axal.networks import ByteDropout
 
-    drop = MCDropout(0.2).train()
+    drop = ByteDropout(0.2).train()
     with torch.inference_mode():
         torch.manual_seed(7)
         a = drop.keep_mask((4, 3, 50, 50), torch.device("cpu"))
@@ -135,18 +135,18 @@ def test_mc_masks_are_reproducible_per_seed_and_independent_across_draws():
     agree = (a == b).float().mean().item()
     keep = 1 - 51 / 256
     assert agree == pytest.approx(keep**2 + (1 - keep) ** 2, abs=0.01)
-    assert MCDropout(0.0).train().keep_mask((2, 2), torch.device("cpu")).all()
+    assert ByteDropout(0.0).train().keep_mask((2, 2), torch.device("cpu")).all()
 
 
 def test_dropout_into_pointwise_head_folds_to_the_same_logits():
     """The head stage adds the kept weighted inputs instead of building the masked input."""
-    from axal.networks import MCDropout, PointwiseConv2d
+    from axal.networks import ByteDropout, PointwiseConv2d
 
     torch.manual_seed(0)
     for bias in (True, False):
         head = PointwiseConv2d(5, 3, bias=bias)
         x = torch.randn(2, 5, 7, 9)
-        drop = MCDropout(0.3).train()
+        drop = ByteDropout(0.3).train()
         with torch.inference_mode():
             keep = drop.keep_mask((4, *x.shape), x.device)
             expected = head((keep * (x * drop.scale)).flatten(0, 1))

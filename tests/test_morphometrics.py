@@ -123,7 +123,7 @@ def test_cli_writes_adsx_columns(tmp_path):
 def test_axonmyelin_run_records_fibers_morphometrics_and_correction(cfg_factory, tmp_path):
     import json
 
-    from axal.loop import run
+    from axal.simulation import run
 
     cfg = cfg_factory("task=axonmyelin", "strategy=random", "al.cost.draw=40")
     run(cfg, tmp_path)
@@ -152,8 +152,8 @@ def test_predict_morphometrics_writes_ads_csv_and_refuses_bad_input(tmp_path):
     from PIL import Image
 
     from axal.checkpoint import CheckpointError
-    from axal.loop import run
     from axal.predict import predict
+    from axal.simulation import run
     from tests.conftest import FAST, compose_cfg
 
     ckpts = {}
@@ -179,10 +179,10 @@ def test_predict_morphometrics_writes_ads_csv_and_refuses_bad_input(tmp_path):
 
 
 def test_report_ranks_strategies_by_correction_seconds_under_cost_settings(cfg_factory, tmp_path):
-    from axal.loop import run
     from axal.report import load_runs, summarize
     from axal.report.summary import COST_SETTINGS, correction_seconds
     from axal.report.tables import _markdown, lab_table
+    from axal.simulation import run
 
     for strategy in ("random", "entropy"):
         run(cfg_factory("task=axonmyelin", f"strategy={strategy}"), tmp_path / strategy)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from axal.loop import load_samples, run
 from axal.pools import task_mask
 from axal.report.picks import Labels, boundary, composition, summarize_picks, write_picks
 from axal.report.summary import load_runs
+from axal.settings import load_samples
+from axal.simulation import run
 
 
 def test_boundary_marks_both_sides_of_a_class_change_and_nothing_else():

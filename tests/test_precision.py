@@ -12,8 +12,9 @@ from omegaconf import OmegaConf
 from axal.checkpoint import load_model
 from axal.errors import ConfigError
 from axal.first_round import entry_dir
-from axal.loop import build_model, run
 from axal.mc_dropout import mc_dropout_stats
+from axal.settings import build_model
+from axal.simulation import run
 from tests.conftest import compose_cfg
 
 SPLITS = {"test": ["a"], "val": ["b"], "initial": ["c"], "pool": ["d", "e"]}

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from axal.checkpoint import CheckpointError, load_model
-from axal.loop import run
 from axal.predict import find_images, predict
+from axal.simulation import run
 from tests.conftest import FAST, ROOT, compose_cfg
 
 ADS_VALUES = {"axonmyelin": {0, 127, 255}, "axon": {0, 255}, "myelin": {0, 255}}

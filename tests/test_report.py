@@ -732,7 +732,7 @@ def test_maps_name_their_measure_image_and_role(tmp_path, monkeypatch):
 
     seen = {}
     monkeypatch.setattr(callbacks, "save_uncertainty_png", lambda *a, **k: seen.update(k))
-    cb = callbacks.AcquisitionCallback(BALD(), 1, 2, 0, 3, maps_dir=tmp_path)
+    cb = callbacks.Acquisition(BALD(), 1, 2, 0, 3, maps_dir=tmp_path)
     cb.selected = ["img@0,0,8,8"]
     cb.scores = {"img@0,0,8,8": 0.5, "img@8,0,8,8": 0.25}
     dm = type("DM", (), {"images": {"img": np.zeros((8, 8), dtype=np.float32)}})()

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from axal.errors import ConfigError
-from axal.loop import run
 from axal.rundir import compare_configs
+from axal.simulation import run
 
 
 def _results(run_dir):

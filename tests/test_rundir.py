@@ -14,8 +14,8 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from axal.loop import run
 from axal.rundir import LOCK, RunFolderInUse, RunLock, lock_holder, register_resolvers
+from axal.simulation import run
 from tests.conftest import CONF, FAST, ROOT
 
 ENV = dict(os.environ, WANDB_MODE="offline", OMP_NUM_THREADS="1")

@@ -14,7 +14,9 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import CombinedLoader
 from omegaconf import OmegaConf
 
-import axal.loop as loop
+import axal.rounds as rounds
+import axal.settings as settings
+import axal.simulation as simulation
 from axal.data import make_synthetic
 from axal.errors import ConfigError
 from axal.first_round import entry_dir
@@ -55,9 +57,9 @@ def test_the_consistency_step_moves_the_student_toward_the_teacher_and_keeps_the
     on the unlabelled patches. With it: the supervised term is the semi=none module's own."""
     cfg = compose_cfg(FAST)
     torch.manual_seed(0)
-    student = loop.build_model(cfg, 2)
+    student = settings.build_model(cfg, 2)
     torch.manual_seed(1)
-    other = loop.build_model(cfg, 2)  # a teacher that disagrees: other weights
+    other = settings.build_model(cfg, 2)  # a teacher that disagrees: other weights
     semi = MeanTeacher(threshold=0.0, ramp_steps=0)
     semi.reset(other.net)
     dm = tile_dm(unlabelled_batch=4)
@@ -177,7 +179,7 @@ def test_semi_none_is_the_supervised_training_of_before(tmp_path):
 
     def fit(c):
         dm = tile_dm()
-        result = fit_round(c, dm, lambda: loop.build_model(c, dm.n_classes), 11, 4)
+        result = fit_round(c, dm, lambda: settings.build_model(c, dm.n_classes), 11, 4)
         assert dm.unlabelled_batch_size == 0 and not isinstance(
             dm.train_dataloader(), CombinedLoader
         )
@@ -192,23 +194,23 @@ def test_semi_none_is_the_supervised_training_of_before(tmp_path):
 
 def test_a_mean_teacher_run_keeps_the_step_budget_and_records_its_cost(tmp_path, monkeypatch):
     steps = []
-    real = loop.fit_round
+    real = rounds.fit_round
 
     def spy(*args, **kwargs):
         fit = real(*args, **kwargs)
         steps.append(fit.trainer.global_step)
         return fit
 
-    monkeypatch.setattr(loop, "fit_round", spy)
+    monkeypatch.setattr(rounds, "fit_round", spy)
     over = ["al.unit=tile", "al.tile_size=32", "al.initial=2", "trainer.steps=3"]
     cfg = compose_cfg([*FAST, *over, "trainer/semi=mean_teacher"])
-    saved = loop.run(cfg, tmp_path / "mt")
+    saved = simulation.run(cfg, tmp_path / "mt")
     assert steps == [3, 3]  # the supervised arm's optimizer steps
     for record in saved["rounds"]:
         assert record["steps"] == 3 and record["train_seconds"] > 0
         assert record["semi"]["method"] == "mean_teacher"
         assert record["semi"]["unlabelled_batches"] == 3
-    plain = loop.run(compose_cfg([*FAST, *over]), tmp_path / "none")
+    plain = simulation.run(compose_cfg([*FAST, *over]), tmp_path / "none")
     assert all("semi" not in r and r["train_seconds"] > 0 for r in plain["rounds"])
 
 
@@ -227,11 +229,13 @@ def test_semi_settings_change_the_round_0_cache_key(tmp_path):
 
 def test_bad_semi_settings_are_refused_naming_them(cfg_factory):
     with pytest.raises(ConfigError, match="trainer/semi=mean_teacher"):
-        loop.check_config(cfg_factory("trainer.semi=mean_teacher"))
+        settings.check_config(cfg_factory("trainer.semi=mean_teacher"))
     with pytest.raises(ConfigError, match=r"trainer\.semi\.threshold=2"):
-        loop.check_config(cfg_factory("trainer/semi=mean_teacher", "trainer.semi.threshold=2"))
+        settings.check_config(cfg_factory("trainer/semi=mean_teacher", "trainer.semi.threshold=2"))
     with pytest.raises(ConfigError, match="consistency"):
-        loop.check_config(cfg_factory("trainer/semi=mean_teacher", "trainer.semi.consistency=l1"))
+        settings.check_config(
+            cfg_factory("trainer/semi=mean_teacher", "trainer.semi.consistency=l1")
+        )
 
 
 def test_a_sweep_over_trainer_semi_names_its_jobs_and_labels_them(tmp_path):
@@ -245,13 +249,13 @@ def test_a_sweep_over_trainer_semi_names_its_jobs_and_labels_them(tmp_path):
         Path("semi=none/seed0"),
         Path("semi=mean_teacher/seed0"),
     ]
-    labels = [loop.run_label(compose_cfg([*FAST, *j.overrides[-2:]])) for j in jobs]
+    labels = [settings.run_label(compose_cfg([*FAST, *j.overrides[-2:]])) for j in jobs]
     assert labels == ["random", "random+mean_teacher"]
 
 
 def test_the_teacher_follows_the_student_and_keep_teacher_keeps_it():
     cfg = compose_cfg(FAST)
-    student = loop.build_model(cfg, 2)
+    student = settings.build_model(cfg, 2)
     semi = MeanTeacher(ema_decay=0.9, keep="teacher")
     semi.reset(student.net)
     start = {k: v.clone() for k, v in semi.teacher.state_dict().items()}

@@ -103,7 +103,7 @@ def test_launcher_configs_compose():
 
 
 def test_report_subcommand_on_existing_runs(tmp_path):
-    from axal.loop import run
+    from axal.simulation import run
 
     for strategy, seed in [("random", 0), ("bald", 0)]:
         run(

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-import axal.loop as loop
+import axal.rounds as rounds
+import axal.simulation as simulation
 from axal.model import lr_factor
 from axal.training import CollapseRule, collapse_reason
 
@@ -25,22 +26,24 @@ def test_learning_rate_warms_up_then_decays_to_zero_over_the_round():
 
 def test_every_round_trains_exactly_the_configured_steps(cfg_factory, tmp_path, monkeypatch):
     seen = []
-    real = loop.fit_round
+    real = rounds.fit_round
 
     def spy(cfg, dm, make_model, seed, steps, callbacks=None, from_scratch=True, **kw):
         fit = real(cfg, dm, make_model, seed, steps, callbacks, from_scratch, **kw)
         seen.append((len(dm.labelled), fit.trainer.global_step, from_scratch))
         return fit
 
-    monkeypatch.setattr(loop, "fit_round", spy)
+    monkeypatch.setattr(rounds, "fit_round", spy)
     cfg = cfg_factory("strategy=random", "al.rounds=3", "trainer.steps=5", "al.reinit=true")
-    saved = loop.run(cfg, tmp_path)
+    saved = simulation.run(cfg, tmp_path)
     assert [n for n, _, _ in seen] == [2, 3, 4]  # the labelled set grows ...
     assert [g for _, g, _ in seen] == [5, 5, 5]  # ... the optimizer steps do not
     assert [r["steps"] for r in saved["rounds"]] == [5, 5, 5]
     assert [fresh for _, _, fresh in seen] == [True, True, True]  # reinit: all from scratch
     seen.clear()
-    loop.run(cfg_factory("strategy=random", "al.rounds=2", "trainer.steps=5"), tmp_path / "ft")
+    simulation.run(
+        cfg_factory("strategy=random", "al.rounds=2", "trainer.steps=5"), tmp_path / "ft"
+    )
     assert [fresh for _, _, fresh in seen] == [True, False]  # fine-tuning skips the loss test
 
 
@@ -49,7 +52,7 @@ def test_fine_tuning_rounds_use_their_own_step_budget(cfg_factory, tmp_path):
         "strategy=random", "al.rounds=2", "al.reinit=false", "trainer.steps=4",
         "trainer.finetune_steps=2",
     )  # fmt: skip
-    saved = loop.run(cfg, tmp_path)
+    saved = simulation.run(cfg, tmp_path)
     assert [r["steps"] for r in saved["rounds"]] == [4, 2]
 
 
@@ -76,7 +79,7 @@ def test_collapse_rule_flags_degenerate_models_and_passes_healthy_ones():
 def test_a_collapsed_model_is_detected_and_retrained(cfg_factory, tmp_path, monkeypatch):
     """The first model of the round predicts myelin everywhere and cannot learn (lr 0)."""
     built = []
-    real_build = loop.build_model
+    real_build = rounds.build_model
 
     def build(cfg, n_classes):
         model = real_build(cfg, n_classes)
@@ -88,7 +91,7 @@ def test_a_collapsed_model_is_detected_and_retrained(cfg_factory, tmp_path, monk
         built.append(model)
         return model
 
-    monkeypatch.setattr(loop, "build_model", build)
+    monkeypatch.setattr(rounds, "build_model", build)
     overrides = (
         "strategy=random",
         "al.rounds=1",
@@ -98,7 +101,7 @@ def test_a_collapsed_model_is_detected_and_retrained(cfg_factory, tmp_path, monk
         "trainer.collapse.min_foreground=0",
         "trainer.collapse.min_class=0",
     )
-    saved = loop.run(cfg_factory(*overrides), tmp_path)
+    saved = simulation.run(cfg_factory(*overrides), tmp_path)
     record = saved["rounds"][0]
     assert len(built) == 2  # detected once, retrained once
     assert record["restarts"] == 1 and record["collapsed"] is False
@@ -110,14 +113,14 @@ def test_a_collapsed_model_is_detected_and_retrained(cfg_factory, tmp_path, monk
 def test_same_seed_gives_the_same_restarts(cfg_factory, tmp_path):
     # two optimizer steps leave the tiny model degenerate, so every attempt is checked
     overrides = ("strategy=random", "al.rounds=1", "trainer.steps=2", "trainer.max_restarts=2")
-    a = loop.run(cfg_factory(*overrides), tmp_path / "a")["rounds"][0]
-    b = loop.run(cfg_factory(*overrides), tmp_path / "b")["rounds"][0]
+    a = simulation.run(cfg_factory(*overrides), tmp_path / "a")["rounds"][0]
+    b = simulation.run(cfg_factory(*overrides), tmp_path / "b")["rounds"][0]
     assert a["restarts"] == b["restarts"] and a["collapses"] == b["collapses"]
     assert a["test"]["dice"] == pytest.approx(b["test"]["dice"])
 
 
 def test_full_reference_trains_once_on_every_training_unit(cfg_factory, tmp_path):
-    saved = loop.run(cfg_factory("strategy=full", "al.rounds=5"), tmp_path)
+    saved = simulation.run(cfg_factory("strategy=full", "al.rounds=5"), tmp_path)
     train = saved["splits"]["initial"]
     assert saved["strategy"] == "full" and saved["splits"]["pool"] == []
     assert len(train) == 8  # synthetic: 12 images of 6 subjects, 2 test subjects

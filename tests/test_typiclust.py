@@ -24,13 +24,14 @@ from axal.acquisition import (
     kmeans,
     select_units,
 )
-from axal.callbacks import AcquisitionCallback
+from axal.callbacks import Acquisition
 from axal.data.splits import split_by_subject
 from axal.data.synthetic import make_synthetic
-from axal.loop import build_model, build_strategy, run
 from axal.mc_dropout import PixelStats
 from axal.networks import PaperUNet
 from axal.pools import ActiveDataModule
+from axal.settings import build_model, build_strategy
+from axal.simulation import run
 
 
 def blobs(sizes: list[int], dim: int = 6, seed: int = 0) -> tuple[dict, dict, set]:
@@ -119,7 +120,7 @@ def test_typiclust_through_the_callback_never_reads_a_mask(cfg_factory) -> None:
         if poison:
             dm.masks = _NoMasks(dm.masks)
             dm.samples = {i: replace(s, mask=_Unreadable()) for i, s in dm.samples.items()}
-        callback = AcquisitionCallback(
+        callback = Acquisition(
             TypiClust(), per_round=3, mc_samples=2, seed=0, round_index=0, reveal=False
         )
         callback.progress = False
@@ -326,7 +327,7 @@ def test_annotate_runs_the_schedule_typical_first_then_uncertain(tmp_path) -> No
 
 @pytest.mark.parametrize("unit", ["image", "tile"])
 def test_a_typical_initial_set_is_picked_without_labels(cfg_factory, unit) -> None:
-    from axal.loop import make_splits
+    from axal.settings import make_splits
 
     samples = make_synthetic(n_images=10, size=64, n_subjects=5, seed=0)
     over = ("dataset.infer_size=64", f"al.unit={unit}", "al.tile_size=32", "al.initial=3")

@@ -10,9 +10,9 @@ import torch
 
 from axal.acquisition import BALD, spread_picks
 from axal.data import make_synthetic, split_by_subject
-from axal.loop import run
 from axal.model import build_loss
 from axal.pools import IGNORE, ActiveDataModule, Unit, image_units, unit_splits
+from axal.simulation import run
 
 
 def _tile_dm(tile: int = 32, n_initial: int = 2) -> ActiveDataModule:

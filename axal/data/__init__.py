@@ -1,9 +1,8 @@
 """Data package: readers, dataset sources, synthetic data and subject-wise splits."""
 
+from axal.domain import AXON, BACKGROUND, MYELIN
+
 from .io import (
-    AXON,
-    BACKGROUND,
-    MYELIN,
     DataError,
     Sample,
     classes_from_axon_myelin,

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from axal.domain import AXON, MYELIN
 from axal.errors import AxalError
 
 log = logging.getLogger(__name__)
 
-BACKGROUND, MYELIN, AXON = 0, 1, 2
 TIFF_SUFFIXES = (".tif", ".tiff")
 # PIL refuses images beyond 2 x MAX_IMAGE_PIXELS (179 Mpx by default) as "decompression
 # bombs": a 20,000 x 20,000 SEM mosaic is 400 Mpx. A lab's own images are trusted up to this.

@@ -28,7 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import AXON, MYELIN, DataError, classes_from_axonmyelin
+from axal.domain import AXON, CLASS_NAMES, MYELIN
+
+from .io import DataError, classes_from_axonmyelin
 
 MASK_ENCODINGS = ("auto", "axondeepseg", "binary", "index")
 SETTING = "dataset.mask_encoding"
@@ -40,7 +42,6 @@ MAX_OFF_SHARE = 0.10
 MAX_MYELIN_SHARE_OF_BINARY = 0.05
 _ADSG_VALUES = (0, 127, 128, 255)
 _BINARY_VALUES = (0, 255)
-_CLASS_NAMES = {MYELIN: "myelin", AXON: "axon"}
 _HELP = (
     "axal reads AxonDeepSeg masks (0 background, 127 myelin, 255 axon; a few anti-aliased "
     "in-between values are fine), one-class masks (0 / 255, myelin with task=myelin) and, with "
@@ -180,8 +181,8 @@ def check_foreground(
         if not any(np.any(masks[i] == c) for i in ids):
             raise DataError(
                 f"the {what} images ({len(ids)}: {', '.join(ids[:4])}"
-                f"{', ...' if len(ids) > 4 else ''}) hold no {_CLASS_NAMES[c]} pixels with "
+                f"{', ...' if len(ids) > 4 else ''}) hold no {CLASS_NAMES[c]} pixels with "
                 f"task={task}, so their Dice would be meaningless (predicting nothing scores 1). "
-                f"Check that the masks hold {_CLASS_NAMES[c]} ({SETTING}), or hold out other "
+                f"Check that the masks hold {CLASS_NAMES[c]} ({SETTING}), or hold out other "
                 f"subjects (seed, dataset.test_subjects)"
             )

@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from axal.domain import SEG_KINDS
+
 from .io import (
     DataError,
     Sample,
@@ -279,7 +281,7 @@ def _load_bids_sample(
 ) -> Sample:
     image = reading.image(image_path)
     axonmyelin = _find_label(label_dir, stem, "axonmyelin")
-    no_label = not any(_find_label(label_dir, stem, k) for k in ("axonmyelin", "axon", "myelin"))
+    no_label = not any(_find_label(label_dir, stem, k) for k in SEG_KINDS)
     if unlabelled and no_label:
         mask = None
     elif axonmyelin is not None:

@@ -13,7 +13,9 @@ import math
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from .io import AXON, MYELIN, DataError, Sample
+from axal.domain import AXON, MYELIN
+
+from .io import DataError, Sample
 
 PIXEL_SIZE = 0.1  # um per pixel; axon radii of ~0.4-1.2 um, as in rodent white matter
 

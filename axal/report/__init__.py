@@ -38,7 +38,7 @@ from axal.report.statistics import (
     BOOTSTRAP_SEED,
     FRACTION,
     N_BOOTSTRAP,
-    UNITS,
+    N_LABELLED,
     acquire_seconds,
     area_under_curve,
     bootstrap_ratio_ci,
@@ -55,12 +55,9 @@ from axal.report.statistics import (
 )
 from axal.report.summary import (
     BASELINE,
-    FULL,
     FULL_ROW,
-    RESULTS_NAME,
     TILE_BUDGETS,
     group_key,
-    is_full,
     load_runs,
     strategy_name,
     summarize,
@@ -78,6 +75,7 @@ from axal.report.tables import (
     stats_table,
     subject_tables,
 )
+from axal.results import FULL, RESULTS, is_full_run
 
 __all__ = [
     "BASELINE",
@@ -86,11 +84,11 @@ __all__ = [
     "FULL",
     "FULL_ROW",
     "N_BOOTSTRAP",
-    "RESULTS_NAME",
+    "RESULTS",
     "SUMMARY_COLUMNS",
     "SUMMARY_EXTRA_COLUMNS",
     "TILE_BUDGETS",
-    "UNITS",
+    "N_LABELLED",
     "_fig_bytes",
     "_fmt_int",
     "_learning_curve_figure",
@@ -107,7 +105,7 @@ __all__ = [
     "group_key",
     "holm",
     "interpolate_at",
-    "is_full",
+    "is_full_run",
     "labels_to_reach",
     "learning_curve",
     "learning_curve_figure",

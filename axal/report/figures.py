@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from axal.report.statistics import FRACTION, UNITS, interpolate_at, learning_curve, t_interval
+from axal.report.statistics import FRACTION, N_LABELLED, interpolate_at, learning_curve, t_interval
 from axal.report.summary import _group, _rkey, _seed_key
 from axal.report.tables import _num
 
@@ -48,7 +48,7 @@ def learning_curve_figure(summary: dict):
     palette = {s: f"C{i % 10}" for i, s in enumerate(all_strats)}
     for ax, ds in zip(axes, names, strict=False):
         d = summary["datasets"][ds]
-        tile = d.get("budget_axis", UNITS) == FRACTION
+        tile = d.get("budget_axis", N_LABELLED) == FRACTION
         scale = 100.0 if tile else 1.0
         for st, s in d["strategies"].items():
             c = s.get("curve") or {}
@@ -126,7 +126,7 @@ def paired_differences(summary: dict, runs: list[dict]) -> dict[str, dict[str, d
         base = d.get("baseline")
         if base is None or base not in groups.get(ds, {}):
             continue
-        budget = d.get("budget_axis", UNITS)
+        budget = d.get("budget_axis", N_LABELLED)
         for st, s in d["strategies"].items():
             per = groups[ds].get(st, {})
             seeds = [k for k in per if k in groups[ds][base]]
@@ -155,7 +155,7 @@ def paired_differences(summary: dict, runs: list[dict]) -> dict[str, dict[str, d
 def _curve_at(run: Mapping, budget: str, xs: list[float]) -> np.ndarray:
     """A run's test Dice at budgets ``xs``: recorded there (images) or interpolated (pixels)."""
     x, y = learning_curve(run, budget=budget)
-    if budget == UNITS:
+    if budget == N_LABELLED:
         return np.array([float(y[x == b][-1]) if (x == b).any() else np.nan for b in xs])
     return interpolate_at(x, y, xs)
 
@@ -183,7 +183,7 @@ def paired_difference_figure(summary: dict, diffs: dict[str, dict[str, dict]]):
         ax.set_axis_off()
     for ax, (ds, st) in zip(axes, panels, strict=False):
         d, c = summary["datasets"][ds], diffs[ds][st]
-        tile = d.get("budget_axis", UNITS) == FRACTION
+        tile = d.get("budget_axis", N_LABELLED) == FRACTION
         scale = 100.0 if tile else 1.0
         ax.axhline(0.0, color="k", lw=1.0, ls="--")
         x = scale * np.array(c["x"], dtype=float)

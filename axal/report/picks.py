@@ -23,11 +23,13 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from axal.atomic import atomic_write
-from axal.loop import load_samples
+from axal.domain import AXON, CLASS_NAMES, MYELIN
 from axal.pools import Unit, task_mask
-from axal.report.summary import is_full, load_runs, strategy_name
+from axal.report.summary import load_runs, strategy_name
+from axal.results import is_full_run
+from axal.settings import load_samples
 
-CLASS_NAMES = {1: "myelin", 2: "axon"}
+FOREGROUND = {c: CLASS_NAMES[c] for c in (MYELIN, AXON)}  # class index -> name
 
 
 def boundary(mask: np.ndarray) -> np.ndarray:
@@ -71,7 +73,7 @@ def composition(units: Iterable[str], labels: Labels) -> dict[str, float]:
         counts += np.bincount(window.ravel(), minlength=counts.size)[: counts.size]
         n_edge += int(labels.edges[unit.image][unit.slices].sum())
     total = max(1.0, counts.sum())
-    out = {name: counts[c] / total for c, name in CLASS_NAMES.items() if c < counts.size}
+    out = {name: counts[c] / total for c, name in FOREGROUND.items() if c < counts.size}
     out["boundary"] = n_edge / total
     out["pixels"] = float(counts.sum())
     return out
@@ -113,7 +115,7 @@ def summarize_picks(runs: Iterable[Mapping], cache: dict | None = None) -> dict[
     cache = {} if cache is None else cache
     groups: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
-        if is_full(run) or not run.get("finished"):
+        if is_full_run(run) or not run.get("finished"):
             continue
         key = f"{run['dataset']}/{run.get('unit', 'image')}"
         groups[key][strategy_name(run)].append(run_picks(run, cache))
@@ -141,7 +143,7 @@ def picks_table(summary: Mapping[str, Any]) -> str:
     lines = ["# What the strategies pick", ""]
     for key, strategies in summary.items():
         first = next(iter(strategies.values()))
-        classes = [c for c in CLASS_NAMES.values() if c in first["picked"]]
+        classes = [c for c in FOREGROUND.values() if c in first["picked"]]
         head = ["strategy", "runs"]
         for c in [*classes, "boundary"]:
             head += [f"{c}, picked", f"{c}, pool"]

@@ -17,9 +17,9 @@ from scipy import stats
 
 N_BOOTSTRAP = 10_000
 BOOTSTRAP_SEED = 0
-UNITS = "n_labelled"  # budget axis: labelled units (images, or tiles)
+N_LABELLED = "n_labelled"  # budget axis: labelled units (images, or tiles)
 FRACTION = "labelled_fraction"  # budget axis: labelled pixels / pixels of the training pool
-BUDGET_AXES = (UNITS, FRACTION)
+BUDGET_AXES = (N_LABELLED, FRACTION)
 
 
 # --------------------------------------------------------------------------------------------
@@ -56,7 +56,7 @@ def run_restarts(run: Mapping) -> tuple[int, int]:
 # Curve metrics
 # --------------------------------------------------------------------------------------------
 def learning_curve(
-    run: Mapping, metric: str = "dice", budget: str = UNITS
+    run: Mapping, metric: str = "dice", budget: str = N_LABELLED
 ) -> tuple[np.ndarray, np.ndarray]:
     """(budget, test metric) sorted by budget; rounds without either value are skipped.
 
@@ -68,7 +68,7 @@ def learning_curve(
     pts = []
     for r in run.get("rounds", []):
         value = (r.get("test") or {}).get(metric)
-        if budget == UNITS:
+        if budget == N_LABELLED:
             x = float("nan") if r.get("n_labelled") is None else float(r["n_labelled"])
         else:
             x = round_fraction(r, run)

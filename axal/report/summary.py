@@ -18,7 +18,7 @@ import numpy as np
 
 from axal.report.statistics import (
     FRACTION,
-    UNITS,
+    N_LABELLED,
     _mean_std,
     acquire_seconds,
     area_under_curve,
@@ -39,10 +39,9 @@ from axal.report.statistics import (
     t_interval,
 )
 from axal.report.tables import _fmt_budget
+from axal.results import RESULTS, is_full_run
 
-RESULTS_NAME = "results.json"
 BASELINE = "random"
-FULL = "full"  # strategy of a full-data reference run: every training unit, one round
 FULL_ROW = "full data"  # its row in tables and its column in the per-subject table
 REQUIRED_KEYS = ("dataset", "strategy", "seed", "rounds")
 # Dice-vs-budget columns of a tile study: linear interpolation of each seed's curve at these
@@ -73,7 +72,7 @@ def _candidate_files(paths: Iterable[str | Path]) -> list[Path]:
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            files.extend(sorted(p.rglob(RESULTS_NAME)))
+            files.extend(sorted(p.rglob(RESULTS)))
         elif p.is_file():
             files.append(p)
         else:
@@ -160,11 +159,6 @@ def group_key(dataset: str, unit: str) -> str:
     return str(dataset) if unit == "image" else f"{dataset}/{unit}"
 
 
-def is_full(run: Mapping) -> bool:
-    """A full-data reference run: trained once on every training unit."""
-    return run.get("strategy") == FULL
-
-
 def _group(runs: list[dict]) -> tuple[dict[str, dict[str, dict[Any, dict]]], list[str]]:
     """group -> strategy -> seed -> run; duplicates keep the finished / later-loaded run.
 
@@ -216,7 +210,7 @@ def _split_full(
     for key, per_name in groups.items():
         strategies[key] = {}
         for name, per_seed in per_name.items():
-            if all(is_full(r) for r in per_seed.values()):
+            if all(is_full_run(r) for r in per_seed.values()):
                 own_full.setdefault(key, {}).update(per_seed)
             else:
                 strategies[key][name] = per_seed
@@ -293,7 +287,7 @@ def _exhausted_pool(run: Mapping) -> bool:
     return not last.get("selected") and last["n_labelled"] == total and dice is not None
 
 
-def _final_dice(run: Mapping, budget: str = UNITS) -> tuple[float, float]:
+def _final_dice(run: Mapping, budget: str = N_LABELLED) -> tuple[float, float]:
     """(largest budget, Dice there) of a run's curve."""
     n, y = learning_curve(run, budget=budget)
     if n.size == 0:
@@ -357,7 +351,7 @@ def _full_reference(
 
 
 def _full_data_fallback(
-    strategies: dict[str, dict[Any, dict]], baseline: str | None, budget: str = UNITS
+    strategies: dict[str, dict[Any, dict]], baseline: str | None, budget: str = N_LABELLED
 ) -> tuple[dict[Any, float], dict[Any, str], str | None]:
     """Without reference runs: a run that labelled the whole pool, else random's last Dice."""
     seeds = sorted({s for per in strategies.values() for s in per}, key=_seed_key)
@@ -384,7 +378,7 @@ def _full_data_fallback(
     note = None
     if fallback:
         ns = ", ".join(_fmt_budget(n, budget) for n in sorted(set(fallback.values())))
-        at = f"n={ns}" if budget == UNITS else f"{ns} of pool pixels"
+        at = f"n={ns}" if budget == N_LABELLED else f"{ns} of pool pixels"
         seeds_txt = ", ".join(str(s) for s in fallback)
         note = (
             f"full-data Dice unavailable: random's Dice at {at} used "
@@ -402,7 +396,11 @@ def _full_data_fallback(
 
 
 def _censored_labels(
-    n: np.ndarray, dice: np.ndarray, target: float, budget: str = UNITS, interpolate: bool = False
+    n: np.ndarray,
+    dice: np.ndarray,
+    target: float,
+    budget: str = N_LABELLED,
+    interpolate: bool = False,
 ) -> tuple[float, bool]:
     """labels_to_reach (``interpolate``: between rounds), but never-reached counts as a bound
     and is flagged.
@@ -423,7 +421,7 @@ def _budget_points(
     curves: list[tuple[np.ndarray, np.ndarray]], budget: str, lo: float, hi: float
 ) -> list[float]:
     """Table columns: every budget reached (units), or fixed pixel fractions (tiles)."""
-    if budget == UNITS:
+    if budget == N_LABELLED:
         return sorted({float(x) for c in curves for x in c[0]})
     if not curves:
         return []
@@ -479,7 +477,7 @@ def _subject_alc(runs: list[Mapping], budget: str, lo: float, hi: float) -> dict
     for run in runs:
         pts: dict[str, list[tuple[float, float]]] = {}
         for r in run.get("rounds", []):
-            x = r.get("n_labelled") if budget == UNITS else round_fraction(r, run)
+            x = r.get("n_labelled") if budget == N_LABELLED else round_fraction(r, run)
             per = (r.get("test") or {}).get("per_subject") or {}
             if x is None or not math.isfinite(float(x)):
                 continue
@@ -500,7 +498,7 @@ def _subject_dice(run: Mapping, upto: float, budget: str) -> dict[str, dict[str,
     rounds = []
     for r in run.get("rounds", []):
         per = (r.get("test") or {}).get("per_subject")
-        x = r.get("n_labelled") if budget == UNITS else round_fraction(r, run)
+        x = r.get("n_labelled") if budget == N_LABELLED else round_fraction(r, run)
         if per and x is not None and math.isfinite(float(x)):
             rounds.append((float(x), r.get("round", 0), per))
     if not rounds:
@@ -587,7 +585,7 @@ def summarize(runs: list[dict], few_seeds: bool = False) -> dict:
         full_runs = full_by_group.get(ds, {})
         members = [d for per in groups[ds].values() for r in per.values() for d in draws(r)]
         unit = run_unit(members[0])
-        budget = FRACTION if unit == "tile" else UNITS
+        budget = FRACTION if unit == "tile" else N_LABELLED
         baseline = _baseline_name(strategies)
         ds_notes: list[str] = _group_notes(ds, members)
         ds_notes += few
@@ -676,7 +674,7 @@ def summarize(runs: list[dict], few_seeds: bool = False) -> dict:
                     out[seed] = _mean(v for v, _ in vals)
                     if cens is not None:
                         cens[seed] = any(c for _, c in vals)
-            exact = budget == UNITS
+            exact = budget == N_LABELLED
             by_budget = {}
             for b, vals in zip(points, _values_at(curves[st], seeds, points, exact)):
                 if vals:

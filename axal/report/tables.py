@@ -12,7 +12,7 @@ import io
 import math
 from typing import Any
 
-from axal.report.statistics import BOOTSTRAP_SEED, FRACTION, N_BOOTSTRAP, UNITS
+from axal.report.statistics import BOOTSTRAP_SEED, FRACTION, N_BOOTSTRAP, N_LABELLED
 
 SUMMARY_COLUMNS = [
     "dataset",
@@ -147,11 +147,11 @@ def _csv_budget(label: str) -> str:
 # Tables, as (header, rows) shared by markdown and HTML
 # --------------------------------------------------------------------------------------------
 def _is_tile(d: dict) -> bool:
-    return d.get("budget_axis", UNITS) == FRACTION
+    return d.get("budget_axis", N_LABELLED) == FRACTION
 
 
 def _range_label(d: dict) -> str:
-    lo, hi = (_fmt_budget(v, d.get("budget_axis", UNITS)) for v in d["alc_range"])
+    lo, hi = (_fmt_budget(v, d.get("budget_axis", N_LABELLED)) for v in d["alc_range"])
     return f"[{lo}, {hi}]" if lo and hi else "(no common range)"
 
 
@@ -161,7 +161,7 @@ def _show_pixels(d: dict) -> bool:
 
 
 def _end_label(d: dict) -> str:
-    hi = _fmt_budget(d["alc_range"][1], d.get("budget_axis", UNITS))
+    hi = _fmt_budget(d["alc_range"][1], d.get("budget_axis", N_LABELLED))
     return f"@{hi}" if _is_tile(d) else f"@n={hi}"
 
 
@@ -192,8 +192,8 @@ def main_table(d: dict) -> Table:
             row += [_fmt_cell(pc.get(m), s["n_seeds"]) for m in ("dice_myelin", "dice_axon")]
         row += [
             _fmt_pm(s["alc"]["mean"], s["alc"]["std"]),
-            _fmt_reach(s["labels_to_95"], s["n_seeds"], d.get("budget_axis", UNITS)),
-            _fmt_reach(s["labels_to_100"], s["n_seeds"], d.get("budget_axis", UNITS)),
+            _fmt_reach(s["labels_to_95"], s["n_seeds"], d.get("budget_axis", N_LABELLED)),
+            _fmt_reach(s["labels_to_100"], s["n_seeds"], d.get("budget_axis", N_LABELLED)),
         ]
         if _show_pixels(d):
             row.append(_fmt_reach(s["budget_fraction_to_95"], s["n_seeds"], FRACTION))
@@ -708,7 +708,7 @@ def _table_csv(summary: dict) -> str:
                 d["full_data"]["note"] or "",
                 _csv_num(s["acquire_seconds"]["mean"]),
                 d.get("unit", "image"),
-                d.get("budget_axis", UNITS),
+                d.get("budget_axis", N_LABELLED),
                 _csv_num(s["budget_fraction_to_95"]["mean"]),
                 _csv_num(s["budget_fraction_to_95"]["std"]),
                 s["budget_fraction_to_95"]["n_censored"],
@@ -726,7 +726,7 @@ def _table_csv(summary: dict) -> str:
         if ref:
             row = [ds, FULL_ROW, ref["n_seeds"]] + [""] * (len(header) - 9)
             row[header.index("unit")] = d.get("unit", "image")
-            row[header.index("budget_axis")] = d.get("budget_axis", UNITS)
+            row[header.index("budget_axis")] = d.get("budget_axis", N_LABELLED)
             row[header.index("full_data_note")] = d["full_data"]["note"] or ""
             row[header.index("restarts")] = ref.get("restarts", 0)
             row += [_csv_num(ref["mean"]), _csv_num(ref["std"]), ref["n_seeds"]]
