@@ -36,7 +36,6 @@ def learning_curve_figure(summary: dict):
     95% band, never a curve: it has one budget (everything).
     """
     from matplotlib.figure import Figure
-    from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator, PercentFormatter
 
     names = list(summary["datasets"])
     ncols = max(1, len(names))
@@ -85,21 +84,7 @@ def learning_curve_figure(summary: dict):
         seeds = sorted({s["n_seeds"] for s in d["strategies"].values()})
         seeds_txt = "/".join(str(n) for n in seeds) or "0"
         ax.set_title(f"{ds}: test Dice, mean ± 95% CI over {seeds_txt} seeds", fontsize=10)
-        if tile:
-            # budgets grow geometrically (2, 4, 8, 16 tiles...): a log axis shows the small
-            # budgets, where strategies differ, as wide as the large ones
-            ax.set_xscale("log")
-            lo_x, hi_x = ax.get_xlim()
-            ax.xaxis.set_major_locator(
-                FixedLocator([t for t in BUDGET_TICKS if lo_x <= t <= hi_x] or BUDGET_TICKS)
-            )
-            ax.xaxis.set_minor_locator(NullLocator())
-            ax.set_xlim(lo_x, hi_x)
-            ax.set_xlabel("labelled pixels (% of pool, log scale)")
-            ax.xaxis.set_major_formatter(PercentFormatter(100.0, decimals=None))
-        else:
-            ax.set_xlabel("labelled images")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _budget_axis(ax, tile, "labelled pixels (% of pool, log scale)")
         ax.set_ylabel("test Dice")
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
@@ -166,7 +151,6 @@ def paired_difference_figure(summary: dict, diffs: dict[str, dict[str, dict]]):
     zero line (no difference). Separate panels keep overlapping bands readable. None when
     nothing is paired."""
     from matplotlib.figure import Figure
-    from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator, PercentFormatter
 
     panels = [(ds, st) for ds in summary["datasets"] for st in diffs.get(ds, {})]
     if not panels:
@@ -199,19 +183,7 @@ def paired_difference_figure(summary: dict, diffs: dict[str, dict[str, dict]]):
                 color=color, alpha=0.2, lw=0,
             )  # fmt: skip
         ax.set_title(f"{ds}: {st} − {d['baseline']}\n(n={max(c['n'])} paired seeds)", fontsize=10)
-        if tile:
-            ax.set_xscale("log")
-            lo_x, hi_x = ax.get_xlim()
-            ax.xaxis.set_major_locator(
-                FixedLocator([t for t in BUDGET_TICKS if lo_x <= t <= hi_x] or BUDGET_TICKS)
-            )
-            ax.xaxis.set_minor_locator(NullLocator())
-            ax.set_xlim(lo_x, hi_x)
-            ax.set_xlabel("labelled pixels (% of pool)")
-            ax.xaxis.set_major_formatter(PercentFormatter(100.0, decimals=None))
-        else:
-            ax.set_xlabel("labelled images")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _budget_axis(ax, tile, "labelled pixels (% of pool)")
         ax.grid(alpha=0.3)
     for ax in axes[::ncols]:
         ax.set_ylabel("Dice points vs random (paired)")
@@ -374,3 +346,24 @@ def _fig_bytes(fig: Any, fmt: str, dpi: int = 120) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt, dpi=dpi)
     return buf.getvalue()
+
+
+def _budget_axis(ax: Any, tile: bool, pixel_label: str) -> None:
+    """The budget axis: labelled images, or for tiles labelled pixels on a log axis (budgets
+    grow geometrically, 2, 4, 8, 16 tiles...: a log axis shows the small budgets, where
+    strategies differ, as wide as the large ones)."""
+    from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator, PercentFormatter
+
+    if not tile:
+        ax.set_xlabel("labelled images")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        return
+    ax.set_xscale("log")
+    lo_x, hi_x = ax.get_xlim()
+    ax.xaxis.set_major_locator(
+        FixedLocator([t for t in BUDGET_TICKS if lo_x <= t <= hi_x] or BUDGET_TICKS)
+    )
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlim(lo_x, hi_x)
+    ax.set_xlabel(pixel_label)
+    ax.xaxis.set_major_formatter(PercentFormatter(100.0, decimals=None))
