@@ -126,14 +126,13 @@ def test_report_subcommand_on_existing_runs(tmp_path):
     assert (out / "uncertainty_maps.png").exists()
 
 
-def test_a_sweep_rerun_with_changed_settings_refuses_naming_them(tmp_path):
-    """A finished job's folder is reused only with the settings it ran with: the same command
-    skips it, a changed trainer.steps refuses naming it, and another sweep.dir starts afresh."""
+def one_job_sweep(sweep_dir):
+    """``sweep(*overrides)``: sweep.py on a one-job smoke grid in ``sweep_dir``."""
     args = [
         sys.executable,
         "sweep.py",
         "experiment=smoke",
-        f"sweep.dir={tmp_path / 'a'}",
+        f"sweep.dir={sweep_dir}",
         "sweep.grid.strategy=[random]",
         "sweep.grid.seed=[0]",
         "al.rounds=1",
@@ -144,6 +143,14 @@ def test_a_sweep_rerun_with_changed_settings_refuses_naming_them(tmp_path):
         return subprocess.run(
             [*args, *extra], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600
         )
+
+    return sweep
+
+
+def test_a_sweep_rerun_with_changed_settings_refuses_naming_them(tmp_path):
+    """A finished job's folder is reused only with the settings it ran with: the same command
+    skips it, a changed trainer.steps refuses naming it, and another sweep.dir starts afresh."""
+    sweep = one_job_sweep(tmp_path / "a")
 
     first = sweep()
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]

@@ -3,29 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
-from tests.conftest import ROOT, compose_cfg
-from tests.test_sweep import ENV
+from tests.conftest import compose_cfg
+from tests.test_sweep import one_job_sweep
 
 
 def test_sweep_new_starts_a_new_folder_when_the_settings_changed(tmp_path):
-    args = [
-        sys.executable,
-        "sweep.py",
-        "experiment=smoke",
-        f"sweep.dir={tmp_path / 'a'}",
-        "sweep.grid.strategy=[random]",
-        "sweep.grid.seed=[0]",
-        "al.rounds=1",
-        "sweep.threads=1",
-    ]
-
-    def sweep(*extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [*args, *extra], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600
-        )
+    sweep = one_job_sweep(tmp_path / "a")
 
     assert sweep("sweep.new=true").returncode == 0  # nothing there yet: sweep.dir itself
     assert not (tmp_path / "a-2").exists()
