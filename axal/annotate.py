@@ -70,7 +70,7 @@ from axal.pools import ActiveDataModule, Unit, image_units
 from axal.predict import segment_bands, write_bands
 from axal.rounds import active_round, round_steps
 from axal.rundir import RunLock
-from axal.settings import check_config, make_strategy, strategy_label
+from axal.settings import check_config, make_strategy, strategy_label, typical_first_units
 from axal.suggestions import write_page, write_suggestions_csv
 
 log = logging.getLogger("axal")
@@ -236,7 +236,8 @@ def _check_enough(folder: Folder, needed: int) -> None:
     raise DataError(
         f"{folder.root}: {have} of {len(folder.paths)} images have a mask, but annotate needs at "
         f"least {needed} (al.initial={needed}) to train a first model. Annotate "
-        f"{needed - have} more:{where} (0 background, 127 myelin, 255 axon){lower}"
+        f"{needed - have} more:{where} (0 background, 127 myelin, 255 axon){lower}; "
+        "al.initial_pick=typical suggests which"
     )
 
 
@@ -257,10 +258,22 @@ def _suggestions(
     folder: Folder,
     label: str,
 ) -> list[dict[str, Any]]:
+    return _rows(selected, scores, dm.units, dm.shapes, folder, label)
+
+
+def _rows(
+    selected: list[str],
+    scores: dict[str, float],
+    units: dict[str, Unit],
+    shapes: dict[str, tuple[int, int]],
+    folder: Folder,
+    label: str,
+) -> list[dict[str, Any]]:
+    """One row per picked unit: its box in the file's pixels and the mask file to save."""
     rows = []
     for rank, unit_id in enumerate(selected, 1):
-        unit = dm.units[unit_id]
-        x, y, w, h = _box(unit, dm.shapes[unit.image], folder.sizes[unit.image])
+        unit = units[unit_id]
+        x, y, w, h = _box(unit, shapes[unit.image], folder.sizes[unit.image])
         rows.append(
             {
                 "rank": rank,
@@ -278,6 +291,71 @@ def _suggestions(
             }
         )
     return rows
+
+
+def first_picks(
+    cfg: DictConfig, folder: Folder, units: dict[str, list[str]], needed: int
+) -> list[str]:
+    """The units to annotate before any model exists (``al.initial_pick=typical``): TypiClust
+    on the features of round 0's network at its initial weights, as the simulation's
+    label-free initial set, among the images without a mask. With ``al.unit=tile`` the picks
+    lie on ``needed`` different images, since round 0 counts images with a mask."""
+    images = {s.id: s.image for s in folder.samples}
+    left = [i for i in sorted(units) if i not in folder.masks]
+    picks: list[str] = []
+    while len(picks) < needed and left:
+        candidates = [u for i in left for u in units[i]]
+        for unit_id in typical_first_units(cfg, images, candidates, needed - len(picks)):
+            image = unit_image(unit_id)
+            if image in left:  # a second pick on one image does not bring round 0 closer
+                picks.append(unit_id)
+                left.remove(image)
+    return picks
+
+
+def _first_round_picks(
+    cfg: DictConfig, state: dict[str, Any], folder: Folder, units: dict[str, list[str]], out: Path
+) -> dict[str, Any]:
+    """Too few masks for round 0 and ``al.initial_pick=typical``: suggest what to annotate
+    first (once; the picks stand until enough masks exist), instead of refusing."""
+    needed = int(cfg.al.initial) - len(folder.masks)
+    if len(folder.paths) < int(cfg.al.initial):  # no pick can make round 0 possible
+        raise DataError(
+            f"{folder.root}: {len(folder.masks)} of {len(folder.paths)} images have a mask, but "
+            f"round 0 needs {cfg.al.initial} with a mask (al.initial={cfg.al.initial}) and the "
+            f"folder holds only {len(folder.paths)} images: add images, or set "
+            f"al.initial={len(folder.paths)}"
+        )
+    record = state.get("first_picks")
+    if record is None or any(r["image"] not in folder.paths for r in record["suggestions"]):
+        chosen = first_picks(cfg, folder, units, needed)
+        shapes = {s.id: tuple(s.image.shape[:2]) for s in folder.samples}
+        by_id = {u: Unit.parse(u, shapes) for u in chosen}
+        rows = _rows(chosen, {}, by_id, shapes, folder, "typical (label-free)")
+        record = {
+            "time": dt.datetime.now().isoformat(timespec="seconds"),
+            "strategy": "typical (label-free)",
+            "seed": int(cfg.seed),
+            "needed": int(cfg.al.initial),
+            "suggestions": rows,
+            "config": OmegaConf.to_container(cfg, resolve=True),
+        }
+        state["first_picks"] = record
+        atomic_write_json(out / RECORD, state)
+        write_suggestions_csv(out / "suggestions.csv", rows)
+    write_page(out / "annotate.html", state)
+    missing = [r for r in record["suggestions"] if r["image"] not in folder.masks]
+    log.info(
+        "%d of %d images have a mask; round 0 needs %d (al.initial). First picks, label-free "
+        "(the most typical of their clusters by the untrained network's features): %s. Save "
+        "their masks (0 background, 127 myelin, 255 axon) and run again; open %s",
+        len(folder.masks),
+        len(folder.paths),
+        int(cfg.al.initial),
+        "; ".join(f"{r['unit']} -> {r['mask']}" for r in missing) or "all have masks",
+        out / "annotate.html",
+    )
+    return state
 
 
 def _overlays(
@@ -447,15 +525,19 @@ def _annotate_locked(
         task=str(cfg.task),
         mask_encoding=cfg.dataset.get("mask_encoding", "auto"),
     )
-    _check_enough(folder, int(cfg.al.initial))
-
     unit_kind, tile = str(cfg.al.get("unit", "image")), cfg.al.get("tile_size")
     units = {
         s.id: [u.id for u in image_units(s.id, s.image.shape, unit_kind, tile)]
         for s in folder.samples
     }
+    typical = cfg.al.get("initial_pick", "random") == "typical"
+    if not state["rounds"] and len(folder.masks) < int(cfg.al.initial) and typical:
+        return _first_round_picks(cfg, state, folder, units, out)
+    _check_enough(folder, int(cfg.al.initial))
+
     last = state["rounds"][-1] if state["rounds"] else None
     suggested = {s["unit"] for r in state["rounds"] for s in r["suggestions"]}
+    suggested |= {s["unit"] for s in state.get("first_picks", {}).get("suggestions", [])}
     previous = last["labelled"] if last else []
     labelled = labelled_units(units, set(folder.masks), previous, suggested)
     edited_tiles = check_labelled_tiles(last, folder)
@@ -564,7 +646,8 @@ def _annotate_locked(
 
 def record_effort(out: Path, effort: dict[str, Any]) -> dict[str, Any]:
     """Add one annotator's correction (``unit``, ``seconds`` from opening to saving,
-    ``pixels_changed`` against the prediction, ...) to the last round of rounds.json.
+    ``pixels_changed`` against the prediction, ...) to the last round of rounds.json (before
+    any round, to the first picks).
 
     The measured effort sits beside the suggestions it answers; the file is re-read and
     written atomically, so no round or earlier correction is lost.
@@ -574,9 +657,13 @@ def record_effort(out: Path, effort: dict[str, Any]) -> dict[str, Any]:
         state = json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise DataError(f"{path} is not readable ({err}): cannot record the correction") from err
-    if not state.get("rounds"):
+    if state.get("rounds"):
+        answered = state["rounds"][-1]
+    elif state.get("first_picks"):  # a first pick drawn from scratch: the effort a model saves
+        answered = state["first_picks"]
+    else:
         raise DataError(f"{path} holds no round: run a round before recording corrections")
     entry = {"time": dt.datetime.now().isoformat(timespec="seconds"), **effort}
-    state["rounds"][-1].setdefault("efforts", []).append(entry)
+    answered.setdefault("efforts", []).append(entry)
     atomic_write_json(path, state)
     return entry

@@ -10,6 +10,8 @@ by seed).
 
 from __future__ import annotations
 
+from typing import Any
+
 import lightning as L
 import torch
 from hydra.errors import InstantiationException
@@ -109,25 +111,34 @@ def make_splits(cfg: DictConfig, samples: list) -> dict[str, list[str]]:
 
 
 def _typical_initial(cfg: DictConfig, samples: list, splits: dict) -> dict[str, list[str]]:
-    """The initial units picked label-free by TypiClust on the features of round 0's network at
-    its initial weights (seeded like round 0), instead of at random; test/val are unchanged."""
+    """The initial units picked label-free by TypiClust instead of at random; test/val are
+    unchanged."""
     train = splits["initial"] + splits["pool"]
+    images = {s.id: s.image for s in samples}
+    chosen = typical_first_units(cfg, images, train, len(splits["initial"]))
+    taken = set(chosen)
+    return {**splits, "initial": chosen, "pool": [u for u in train if u not in taken]}
+
+
+def typical_first_units(
+    cfg: DictConfig, images: dict[str, Any], unit_ids: list[str], k: int
+) -> list[str]:
+    """``k`` of ``unit_ids`` by TypiClust on the features of round 0's network at its initial
+    weights (seeded like round 0): ``al.initial_pick=typical``, the same picks in the
+    simulation and in annotate's first picks, since no model exists yet to be uncertain."""
     with torch.random.fork_rng():
         torch.manual_seed(round_seed(cfg.seed, 0))
         net = build_model(cfg, TASKS[cfg.task]).net
-    images = {s.id: s.image for s in samples}
     module = cfg.model.module
-    chosen = typical_units(
+    return typical_units(
         net,
         images,
-        train,
-        len(splits["initial"]),
+        unit_ids,
+        k,
         int(cfg.seed),
         patch=int(module.patch_size),
         overlap=int(module.overlap),
     )
-    taken = set(chosen)
-    return {**splits, "initial": chosen, "pool": [u for u in train if u not in taken]}
 
 
 def full_data(cfg: DictConfig) -> bool:

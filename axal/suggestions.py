@@ -95,7 +95,7 @@ def write_page(path: Path, state: dict[str, Any]) -> None:
         f"task {_e(state.get('task'))} · unit {_e(state.get('unit'))}</p>",
     ]
     if not rounds:
-        parts.append("<p>No round yet.</p></body></html>")
+        parts.append(_first_picks_html(state.get("first_picks")) + "</body></html>")
         atomic_write(path, "".join(parts))
         return
     last = rounds[-1]
@@ -156,6 +156,36 @@ def write_page(path: Path, state: dict[str, Any]) -> None:
         f"{rows}</table></body></html>"
     )
     atomic_write(path, "".join(parts))
+
+
+def latest_suggestions(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """What to annotate now: the last round's suggestions, or before any round the label-free
+    first picks (``al.initial_pick=typical``)."""
+    rounds = state.get("rounds") or []
+    if rounds:
+        return rounds[-1].get("suggestions", [])
+    return (state.get("first_picks") or {}).get("suggestions", [])
+
+
+def _first_picks_html(record: dict[str, Any] | None) -> str:
+    if not record:
+        return "<p>No round yet.</p>"
+    cards = "".join(_card(row, {}) for row in record["suggestions"])
+    return (
+        f"<p>No model yet ({_e(record.get('time', ''))}): round 0 needs {record['needed']} "
+        "images with a mask (al.initial). These are the first picks, chosen without any "
+        "label: TypiClust grouped the images' units by the features of the untrained network "
+        "(seeded like round 0) and took the most typical unit of each of the largest groups, "
+        "so the first masks cover the kinds of tissue the folder holds rather than its "
+        "outliers. Ranks are the order of picking, not a score.</p>"
+        "<h2>First picks</h2><ol><li>Annotate each image (AxonDeepSeg values: 0 background, "
+        "127 myelin, 255 axon), from scratch or from another model's prediction; with tiles, "
+        "only the box counts.</li><li>Save it under the name shown.</li><li>Run the same "
+        "<code>annotate.py</code> command again: round 0 trains on the masks and suggests "
+        f"the next ones.</li></ol><div class='cards'>{cards}</div>"
+        "<p class='meta'>suggestions as CSV: <a href='suggestions.csv'>suggestions.csv</a> · "
+        "record: <a href='rounds.json'>rounds.json</a></p>"
+    )
 
 
 def how_picked(record: dict) -> str:

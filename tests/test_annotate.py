@@ -199,12 +199,86 @@ def test_labelled_units_follow_masks_and_suggestions():
 
 
 def test_a_folder_without_masks_says_how_many_are_needed(tmp_path):
+    """al.initial_pick=random: no first picks, a refusal naming what is missing."""
     synthetic_folder(tmp_path / "lab", n=4, labelled=0)
     with pytest.raises(DataError, match=r"0 of 4 images have a mask.*at least 3 \(al.initial=3"):
-        annotate(annotate_cfg(tmp_path / "lab"))
+        annotate(annotate_cfg(tmp_path / "lab", "al.initial_pick=random"))
     synthetic_folder(tmp_path / "two", n=4, labelled=2)
     with pytest.raises(DataError, match=r"2 of 4 .*Annotate 1 more: e\.g\. .*syn-002/mask\.png"):
-        annotate(annotate_cfg(tmp_path / "two"))
+        annotate(annotate_cfg(tmp_path / "two", "al.initial_pick=random"))
+
+
+def two_kinds_folder(root: Path, n: int = 4, size: int = 64) -> dict[str, np.ndarray]:
+    """``n`` synthetic EM-like cases and ``n`` of plain bright noise (no fibers): a folder whose
+    images fall in two groups; returns each case's mask (AxonDeepSeg values)."""
+    truth = synthetic_folder(root, n=n, labelled=0, size=size)
+    rng = np.random.default_rng(5)
+    for j in range(n):
+        case = root / f"noise-{j}"
+        case.mkdir()
+        noise = rng.uniform(0.75, 1.0, (size, size))
+        Image.fromarray((noise * 255).astype(np.uint8)).save(case / "image.png")
+        (case / "pixel_size_in_micrometer.txt").write_text("0.1\n")
+        truth[case.name] = np.zeros((size, size), dtype=np.uint8)
+    return truth
+
+
+TILE_FIRST = (
+    "al.initial=2",
+    "dataset.patch_size=32",
+    "dataset.infer_size=64",
+    "dataset.batch_size=4",
+    "trainer.steps=3",
+)
+
+
+def test_a_folder_without_masks_gets_label_free_first_picks(tmp_path):
+    """No mask yet (annotate's default al.initial_pick=typical): the first picks are the most
+    typical images of different groups, one per group, found without any label and without
+    training; they stand until their masks exist, and round 0 then trains on them."""
+    root = tmp_path / "lab"
+    truth = two_kinds_folder(root)
+    out = root / "axal"
+    state = annotate(annotate_cfg(root, *TILE_FIRST))
+    assert state["rounds"] == [] and not (out / "checkpoints").exists()  # nothing trained
+    picks = state["first_picks"]["suggestions"]
+    images = [p["image"] for p in picks]
+    assert len(set(images)) == 2
+    assert {i.split("-")[0] for i in images} == {"syn", "noise"}  # one of each group
+    assert all(
+        p["score"] is None and p["mask"] == str(root / p["image"] / "mask.png") for p in picks
+    )
+    with open(out / "suggestions.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["image"] for r in rows] == images and rows[0]["strategy"] == "typical (label-free)"
+    page = (out / "annotate.html").read_text()
+    assert "First picks" in page and all(str(root / i / "mask.png") in page for i in images)
+
+    # one mask saved: the picks stand (not recomputed around it), still no model
+    Image.fromarray(truth[images[0]]).save(root / images[0] / "mask.png")
+    again = annotate(annotate_cfg(root, *TILE_FIRST))
+    assert again["rounds"] == [] and again["first_picks"]["suggestions"] == picks
+
+    Image.fromarray(truth[images[1]]).save(root / images[1] / "mask.png")
+    r0 = annotate(annotate_cfg(root, *TILE_FIRST))["rounds"][0]
+    assert sorted(r0["labelled"]) == sorted(images) and r0["steps"] == 3
+    assert len(r0["suggestions"]) == 2 and not set(images) & {s["image"] for s in r0["suggestions"]}
+
+
+def test_tile_first_picks_lie_on_different_images_and_count_only_their_boxes(tmp_path):
+    """al.unit=tile: the first picks are boxes on as many images as round 0 needs; a mask of a
+    whole picked image labels only its box, the rest stays in the pool."""
+    root = tmp_path / "lab"
+    truth = synthetic_folder(root, n=4, labelled=0, size=64)
+    tiles = ("al.unit=tile", "al.tile_size=32", *TILE_FIRST)
+    picks = annotate(annotate_cfg(root, *tiles))["first_picks"]["suggestions"]
+    assert len({p["image"] for p in picks}) == 2 and all("@" in p["unit"] for p in picks)
+    assert all((p["width"], p["height"]) == (32, 32) for p in picks)  # 0.1 um/px at both scales
+    for p in picks:
+        Image.fromarray(truth[p["image"]]).save(root / p["image"] / "mask.png")
+    r0 = annotate(annotate_cfg(root, *tiles))["rounds"][0]
+    assert sorted(r0["labelled"]) == sorted(p["unit"] for p in picks)
+    assert len(r0["scores"]) == 4 * 4 - 2  # every other tile, of picked images too, is in the pool
 
 
 def test_a_mask_with_other_values_is_refused_naming_file_and_values(tmp_path):

@@ -105,10 +105,46 @@ def test_a_failed_round_is_one_notification_line(make_napari_viewer, qtbot, tmp_
     synthetic_folder(tmp_path / "lab", n=3, labelled=1, size=64)
     widget = AnnotateWidget(make_napari_viewer(), folder=tmp_path / "lab")
     assert widget.table.rowCount() == 0
-    widget.override_edit.setText("model=tiny trainer.steps=2")
+    widget.override_edit.setText("model=tiny trainer.steps=2 al.initial_pick=random")
     seen = []
     notification_manager.notification_ready.connect(lambda n: seen.append(n.message))
     assert widget.next_round() is not None
     qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
     errors = [m for m in seen if "images have a mask" in m]
     assert errors and "\n" not in errors[0] and "1 of 3 images" in errors[0]
+
+
+def test_first_picks_of_a_folder_without_masks_are_drawn_and_saved_in_the_widget(
+    make_napari_viewer, qtbot, tmp_path
+):
+    """No mask yet: "next round" gives the label-free first picks; one opens with its box on
+    an empty mask (there is no model to start from), and saving it records the effort of a
+    mask drawn from scratch beside the picks."""
+    from axal.napari import AnnotateWidget
+    from axal.napari.widget import LABELS
+
+    root = tmp_path / "lab"
+    synthetic_folder(root, n=4, labelled=0, size=64)
+    widget = AnnotateWidget(make_napari_viewer(), folder=root)
+    widget.override_edit.setText("model=tiny al.initial=2")
+    assert widget.next_round() is not None
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    state = json.loads((root / "axal" / "rounds.json").read_text())
+    picks = state["first_picks"]["suggestions"]
+    assert state["rounds"] == [] and len(picks) == 2
+    assert [widget.table.item(i, 1).text() for i in range(widget.table.rowCount())] == [
+        p["image"] for p in picks
+    ]
+    widget.table.selectRow(0)
+    viewer = widget.viewer
+    assert "suggested box" in {layer.name for layer in viewer.layers}
+    labels = viewer.layers[LABELS]
+    assert not np.asarray(labels.data).any()  # drawn from scratch
+    drawn = np.zeros((64, 64), dtype=np.uint8)
+    drawn[5:20, 5:20], drawn[8:17, 8:17] = 1, 2
+    labels.data = drawn
+    saved = widget.save()
+    assert saved == root / picks[0]["image"] / "mask.png" and saved.is_file()
+    (effort,) = json.loads((root / "axal" / "rounds.json").read_text())["first_picks"]["efforts"]
+    assert effort["unit"] == picks[0]["unit"] and effort["round"] is None
+    assert effort["pixels_changed"] == int((drawn > 0).sum())

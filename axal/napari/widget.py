@@ -38,6 +38,7 @@ from axal.adsfiles import image_stem, manual_masks, mask_target, write_png
 from axal.annotate import RECORD, annotate, record_effort
 from axal.data.io import classes_from_axonmyelin, read_image, read_mask
 from axal.data.sources import bids_images, find_named, is_bids
+from axal.suggestions import latest_suggestions
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 GREY = np.array([0, 127, 255], dtype=np.uint8)  # class (background, myelin, axon) -> grey
@@ -155,8 +156,7 @@ class AnnotateWidget(QWidget):
         """Re-read rounds.json and the folder: the suggestion table and the image list."""
         path = self.out / RECORD
         self.state = json.loads(path.read_text()) if path.is_file() else {"rounds": []}
-        last = self.state["rounds"][-1] if self.state["rounds"] else {}
-        rows = last.get("suggestions", [])
+        rows = latest_suggestions(self.state)
         self.table.setRowCount(len(rows))
         for i, row in enumerate(rows):
             score = "" if row.get("score") is None else f"{row['score']:.4g}"
@@ -183,8 +183,7 @@ class AnnotateWidget(QWidget):
 
     @property
     def suggestions(self) -> list[dict[str, Any]]:
-        rounds = self.state.get("rounds", [])
-        return rounds[-1].get("suggestions", []) if rounds else []
+        return latest_suggestions(self.state)
 
     def _on_pick(self) -> None:
         rows = self.table.selectionModel().selectedRows()
@@ -294,10 +293,10 @@ class AnnotateWidget(QWidget):
             effort.update(
                 unit=row["unit"],
                 rank=row["rank"],
-                round=self.state["rounds"][-1]["round"],
+                round=self.state["rounds"][-1]["round"] if self.state.get("rounds") else None,
                 pixels_changed_in_box=int(changed[y : y + h, x : x + w].sum()),
             )
-        if self.state.get("rounds"):
+        if self.state.get("rounds") or self.state.get("first_picks"):
             record_effort(self.out, effort)
         self.reload()
         show_info(f"axal: saved {target} ({effort['pixels_changed']} px changed)")
@@ -353,8 +352,11 @@ class AnnotateWidget(QWidget):
         from napari.utils.notifications import show_info
 
         self.reload()
-        last = state["rounds"][-1] if state["rounds"] else {}
-        show_info(f"axal: round {last.get('round')} done, {len(self.suggestions)} suggestions")
+        if not state["rounds"]:
+            show_info(f"axal: no model yet: {len(self.suggestions)} first picks to annotate")
+            return
+        last = state["rounds"][-1]
+        show_info(f"axal: round {last['round']} done, {len(self.suggestions)} suggestions")
 
     def _round_failed(self, err: Exception) -> None:
         from napari.utils.notifications import show_error
