@@ -795,3 +795,77 @@ def test_paired_difference_from_random_is_per_seed_with_a_t_band(sweep, tmp_path
     assert (out / "paired_difference.png").read_bytes()[:4] == b"\x89PNG"
     page = (out / "report.html").read_text()
     assert "Paired difference from random" in page and "paired t-interval" in page
+
+
+def aim_run(strategy: str, seed: int, dice: list, gratio: list, seconds: list) -> dict:
+    """A tile run of task=axonmyelin whose rounds have a test Dice, a g-ratio error and the
+    correction seconds of the units picked after them."""
+    run = make_tile_run(strategy, seed)
+    run["task"] = "axonmyelin"
+    for record, d, g, c in zip(run["rounds"], dice, gratio, seconds, strict=True):
+        record["test"] = {"dice": d, "dice_axon": d, "dice_myelin": d, "gratio_error": g}
+        if c is not None:
+            record["correction"] = {"correction_seconds": c}
+    return run
+
+
+def test_effort_to_the_aim_needs_both_dice_and_gratio_and_counts_picks_before_it():
+    from axal.report.statistics import effort_to_aim
+
+    run = {
+        "rounds": [
+            {
+                "test": {"dice": 0.60, "gratio_error": 0.050},
+                "correction": {"correction_seconds": 10},
+            },
+            {
+                "test": {"dice": 0.90, "gratio_error": 0.020},
+                "correction": {"correction_seconds": 20},
+            },
+            {
+                "test": {"dice": 0.90, "gratio_error": 0.005},
+                "correction": {"correction_seconds": 30},
+            },
+            {"test": {"dice": 0.91, "gratio_error": 0.004}},
+        ]
+    }
+    # 0.95 x 0.93 = 0.8835: round 1's Dice is enough, its g-ratio is not; round 2 meets both,
+    # so the corrections of the picks made after rounds 0 and 1 were needed
+    assert effort_to_aim(run, 0.93) == (30.0, False)
+    assert effort_to_aim(run, 0.99) == (60.0, True)  # never: the total, censored
+    assert math.isnan(effort_to_aim(run, float("nan"))[0])
+    no_gratio = {"rounds": [{"test": {"dice": 0.9}}]}  # task=myelin: no verdict
+    assert math.isnan(effort_to_aim(no_gratio, 0.9)[0])
+
+
+def test_the_report_says_whether_an_arm_reaches_the_aim(tmp_path):
+    """95% of the full-data Dice (0.9 here) with the g-ratio within 0.01: random gets there
+    after 100 s of corrections, 'cheap' after 30 s (ratio 0.3 on every seed: reached),
+    'dear' after 80 s (not reached), 'never' does not get there within the budget."""
+    n = len(FRACTIONS)
+    dice = [0.70] * (n - 3) + [0.87, 0.87, 0.87]  # >= 0.855 from round n - 3 on
+    gratio = [0.05] * (n - 2) + [0.005, 0.005]  # within 0.01 from round n - 2 on
+    runs = []
+    for seed in (0, 1, 2, 3):
+        for st, before in (("random", 100.0), ("cheap", 30.0), ("dear", 80.0), ("never", 50.0)):
+            seconds = [0.0] * (n - 3) + [before + seed, 999.0, None]
+            g = gratio if st != "never" else [0.05] * n
+            runs.append(aim_run(st, seed, dice, g, seconds))
+        runs.append(make_full_run(seed, 0.9))
+    summary = write_report(runs, tmp_path)
+    d = summary["datasets"]["tem/tile"]
+    random, cheap = d["strategies"]["random"], d["strategies"]["cheap"]
+    assert random["effort_to_aim"]["per_seed"]["0"] == 100.0
+    assert random["effort_to_aim"]["n_reached"] == 4
+    aim = cheap["stats"]["aim"]
+    assert aim["ratio"] == pytest.approx(
+        sum(30 + s for s in range(4)) / sum(100 + s for s in range(4))
+    )
+    assert aim["ratio_ci"][1] < 0.5 and aim["verdict"] == "reached"
+    assert d["strategies"]["dear"]["stats"]["aim"]["verdict"].startswith("not reached (CI upper")
+    never = d["strategies"]["never"]
+    assert never["effort_to_aim"]["n_censored"] == 4
+    assert never["stats"]["aim"]["verdict"].startswith("not reached (4 seed(s) never")
+    table = (tmp_path / "table.md").read_text()
+    assert "| cheap | 4 of 4 |" in table and "| reached |" in table
+    assert "The aim" in (tmp_path / "report.html").read_text()

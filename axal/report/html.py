@@ -17,6 +17,8 @@ from axal.report.statistics import run_unit
 from axal.report.summary import _seed_key, strategy_name
 from axal.report.tables import (
     _group_title,
+    aim_definitions,
+    aim_table,
     definitions,
     figure_note,
     lab_table,
@@ -81,6 +83,14 @@ def _group_section(name: str, d: dict) -> list[str]:
     if lab:
         parts.append("<p>What a lab measures (fibers, morphometrics, correction effort):</p>")
         parts.append(_html_table(*lab))
+    aim = aim_table(d)
+    if aim:
+        parts.append(
+            "<h3>The aim: 95% of the full-data Dice, g-ratio within 0.01, for half of random's "
+            "correction seconds</h3>"
+        )
+        parts.append(_html_table(*aim))
+        parts.append(_definitions(aim_definitions(d)))
     terms = definitions(d)
     st = stats_table(d)
     if st:

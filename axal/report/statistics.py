@@ -163,6 +163,39 @@ def labels_to_reach(
     return float(hit.min()) if hit.size else float("nan")
 
 
+# The aim of a lever (issue 23): 95% of the full-data Dice with the mean g-ratio within 0.01 of
+# the truth, for at most half of random's correction seconds (the CI's upper bound below 0.5).
+AIM_DICE_FRACTION = 0.95
+AIM_GRATIO_ERROR = 0.01
+AIM_EFFORT_RATIO = 0.5
+
+
+def effort_to_aim(run: Mapping, full_dice: float) -> tuple[float, bool]:
+    """(correction seconds, censored): the seconds spent correcting predicted masks before the
+    first round whose test Dice reaches ``AIM_DICE_FRACTION`` x ``full_dice`` with a g-ratio
+    error of at most ``AIM_GRATIO_ERROR``.
+
+    Round r's ``correction`` costs the units picked after round r (corrected from round r's
+    predictions), which round r + 1 trains on; the initial units, drawn before any model, are
+    the same for every arm of a seed and left out. Never reached: the run's total, censored
+    (a lower bound). nan when a round lacks the measures (task=myelin, older runs).
+    """
+    if not math.isfinite(full_dice):
+        return float("nan"), False
+    spent = 0.0
+    for record in run.get("rounds") or []:
+        test = record.get("test") or {}
+        dice, gratio = test.get("dice"), test.get("gratio_error")
+        if dice is None or gratio is None:
+            return float("nan"), False
+        if dice >= AIM_DICE_FRACTION * full_dice and gratio <= AIM_GRATIO_ERROR:
+            return spent, False
+        correction = record.get("correction")
+        if correction is not None:
+            spent += float(correction["correction_seconds"])
+    return spent, True
+
+
 def holm(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
     """Holm step-down adjusted p-values (controls FWER); nan inputs stay nan and don't count."""
     p = np.asarray(pvalues, dtype=float)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from axal.report.statistics import (
+    AIM_EFFORT_RATIO,
     FRACTION,
     N_LABELLED,
     _mean_std,
@@ -24,6 +25,7 @@ from axal.report.statistics import (
     area_under_curve,
     bootstrap_ratio_ci,
     budget_steps,
+    effort_to_aim,
     holm,
     interpolate_at,
     labels_to_reach,
@@ -701,6 +703,7 @@ def summarize(runs: list[dict], few_seeds: bool = False) -> dict:
                             vals.append(float(v))
                     per_class[metric] = _cell(vals)
             lab = _lab_at_end([draws(per[s]) for s in seeds]) if axonmyelin else {}
+            aim = _aim_block(per, seeds, full) if axonmyelin else None
             total, rounds_restarted = 0, 0
             for s in seeds:
                 for d in draws(per[s]):
@@ -719,6 +722,7 @@ def summarize(runs: list[dict], few_seeds: bool = False) -> dict:
                 "curve": curve,
                 "per_class_at_end": per_class,
                 **({"lab_at_end": lab} if lab else {}),
+                **({"effort_to_aim": aim} if aim else {}),
                 "alc": _stat_block(alc),
                 "alc_per_subject": {
                     str(seed): _subject_alc(draws(per[seed]), budget, n_min, n_max)
@@ -831,6 +835,21 @@ def _lab_at_end(seeds: list[list[Mapping]]) -> dict[str, dict]:
     return out
 
 
+def _aim_block(per: Mapping[Any, dict], seeds: list, full: Mapping[Any, float]) -> dict | None:
+    """Per seed, the correction seconds to the aim (:func:`effort_to_aim`; a seed's draws
+    averaged, censored if any draw is); None when no round has the measures."""
+    spent, censored = {}, {}
+    for seed in seeds:
+        values = [effort_to_aim(d, full.get(seed, float("nan"))) for d in draws(per[seed])]
+        spent[seed] = _mean(v for v, _ in values)
+        censored[seed] = any(c for _, c in values)
+    if not any(math.isfinite(v) for v in spent.values()):
+        return None
+    block = _stat_block(spent, censored)
+    block["n_reached"] = sum(1 for s in seeds if math.isfinite(spent[s]) and not censored[s])
+    return block
+
+
 def _strategy_order(strategies: Mapping[str, Any], baseline: str | None) -> list[str]:
     rest = sorted(s for s in strategies if s != baseline)
     return ([baseline] if baseline else []) + rest
@@ -923,6 +942,8 @@ def _paired_stats(st_out: dict[str, dict], baseline: str | None, ds_notes: list[
             "mixed": _mixed(cur["alc_per_subject"], base["alc_per_subject"]),
             "note": "; ".join(notes),
         }
+        if cur.get("effort_to_aim") and base.get("effort_to_aim"):
+            cur["stats"]["aim"] = _aim_ratio(cur["effort_to_aim"], base["effort_to_aim"])
         cur["saving_95"] = cur["stats"]["saving_95"]
         cur["mde_alc"] = mde
     for st, padj in zip(others, holm(pvals), strict=True):
@@ -933,6 +954,33 @@ def _paired_stats(st_out: dict[str, dict], baseline: str | None, ds_notes: list[
             f"p-values: two-sided Wilcoxon signed-rank on per-seed ALC vs {baseline}, "
             f"Holm-corrected across {len(others)} strateg{'y' if len(others) == 1 else 'ies'}"
         )
+
+
+def _aim_ratio(cur: dict, base: dict) -> dict:
+    """The arm's correction seconds to the aim over random's (paired by seed, bootstrap CI)
+    and the verdict: reached only when every paired seed of the arm reached the aim and the
+    CI's upper bound is below ``AIM_EFFORT_RATIO``. A censored random makes the ratio too
+    high (conservative); a censored arm makes it too low, so the aim is not reached then."""
+    ratio, ci, seeds, _ = _ratio_with_ci(cur, base)
+    arm_censored = sorted(set(cur.get("censored_seeds", [])) & set(seeds), key=_rkey)
+    base_censored = sorted(set(base.get("censored_seeds", [])) & set(seeds), key=_rkey)
+    hi = _nan(ci[1])
+    if len(seeds) < 2 or not math.isfinite(hi):
+        verdict = "not shown (fewer than 2 paired seeds)"
+    elif arm_censored:
+        verdict = f"not reached ({len(arm_censored)} seed(s) never reach the aim)"
+    elif hi < AIM_EFFORT_RATIO:
+        verdict = "reached"
+    else:
+        verdict = f"not reached (CI upper bound {hi:.2f} >= {AIM_EFFORT_RATIO})"
+    return {
+        "ratio": ratio,
+        "ratio_ci": ci,
+        "n_paired": len(seeds),
+        "arm_censored_seeds": arm_censored,
+        "random_censored_seeds": base_censored,
+        "verdict": verdict,
+    }
 
 
 def _mixed(cur: Mapping[str, Mapping], base: Mapping[str, Mapping]) -> dict:
