@@ -168,6 +168,9 @@ def labels_to_reach(
 AIM_DICE_FRACTION = 0.95
 AIM_GRATIO_ERROR = 0.01
 AIM_EFFORT_RATIO = 0.5
+# a percentile bootstrap over fewer seeds has too few distinct resamples to be an interval
+# (2 seeds: 3); below this the verdict is "not shown"
+AIM_MIN_SEEDS = 5
 
 
 def effort_to_aim(run: Mapping, full_dice: float) -> tuple[float, bool]:

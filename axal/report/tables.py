@@ -302,7 +302,8 @@ def aim_definitions(d: dict) -> list[tuple[str, str]]:
             "mean correction seconds to the aim over random's, over the seeds finite in both "
             "(random's replicates averaged within a seed), with a paired percentile bootstrap "
             "over seeds; the aim is reached when its upper bound is below 0.5 and every seed "
-            "of the arm meets it",
+            "of the arm meets it; not shown with fewer than 5 paired seeds (a bootstrap over fewer "
+            "has too few distinct resamples to be an interval)",
         ),
     ]
 
