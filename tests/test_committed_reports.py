@@ -12,11 +12,18 @@ import pytest
 from axal.report import write_report
 from tests.conftest import ROOT
 
+AXONMYELIN_SEEDS = (0, 1, 2)  # issue 23's study, in progress: seeds with every arm finished
 FULL, STEPS_3000 = "results/runs/tem_full", "results/runs/convergence/tem/steps=3000,lr=0.003"
 STUDIES = {  # report folder -> the run folders its README rebuilds it from, in its order
     "results/tem_tile": ["results/runs/tem_tile", STEPS_3000, FULL],
     "results/tem_image": ["results/runs/tem_image", FULL, STEPS_3000],
     "results/sem_tile": ["results/runs/sem_tile"],
+    # the seeds on which every arm has finished (its README), in C-locale order
+    "results/tem_tile_axonmyelin": sorted(
+        str(p.relative_to(ROOT))
+        for s in AXONMYELIN_SEEDS
+        for p in ROOT.glob(f"results/runs/tem_tile_axonmyelin/strategy=*/seed{s}")
+    ),
 }
 FILES = ("table.md", "table.csv", "summary.csv", "summary.json", "report.html")
 STAMP = re.compile(r"generated \d{4}-\d\d-\d\d \d\d:\d\d UTC")
