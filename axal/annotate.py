@@ -251,16 +251,6 @@ def _box(unit: Unit, model_shape: tuple[int, int], size: tuple[int, int]) -> lis
     return [x0, y0, x1 - x0, y1 - y0]
 
 
-def _suggestions(
-    selected: list[str],
-    scores: dict[str, float],
-    dm: ActiveDataModule,
-    folder: Folder,
-    label: str,
-) -> list[dict[str, Any]]:
-    return _rows(selected, scores, dm.units, dm.shapes, folder, label)
-
-
 def _rows(
     selected: list[str],
     scores: dict[str, float],
@@ -605,7 +595,7 @@ def _annotate_locked(
     )
     label = strategy_label(cfg)
     callback = done.acquisition
-    suggestions = _suggestions(callback.selected, callback.scores, dm, folder, label)
+    suggestions = _rows(callback.selected, callback.scores, dm.units, dm.shapes, folder, label)
     measure = getattr(strategy.for_round(r), "measure", label)
     _overlays(out, r, suggestions, dm, callback.picked_maps, measure)
     beside = bool(cfg.get("annotate", {}).get("predictions_beside_images", False))
