@@ -126,6 +126,7 @@ def _store(entry: Path, fit: RoundFit, run_dir: Path) -> None:
             "collapses": fit.collapses,
             "collapsed": fit.collapsed,
             "train_loss": fit.train_loss,
+            "semi": fit.semi,  # a loading run's round record says what the mean teacher did
             "train_seconds": round(fit.seconds, 3),
             "trained_by": str(run_dir),
             "at": dt.datetime.now().isoformat(timespec="seconds"),
@@ -161,6 +162,7 @@ def _load(
         collapsed=bool(stored.get("collapsed", False)),
         seconds=time.perf_counter() - start,
         train_loss=stored.get("train_loss"),
+        semi=stored.get("semi"),
     )
     info = {
         "entry": str(entry),

@@ -214,6 +214,20 @@ def test_a_mean_teacher_run_keeps_the_step_budget_and_records_its_cost(tmp_path,
     assert all("semi" not in r and r["train_seconds"] > 0 for r in plain["rounds"])
 
 
+def test_a_run_loading_a_shared_mean_teacher_round_0_records_what_the_teacher_did(tmp_path):
+    """The shared round 0 carries its semi record: the strategy that loads it says how many
+    unlabelled batches trained it and how many pixels counted, as the one that trained it."""
+    over = ["al.unit=tile", "al.tile_size=32", "al.initial=2", "trainer.steps=3"]
+    cache = f"al.first_round_cache={tmp_path / 'shared'}"
+    common = [*FAST, *over, "trainer/semi=mean_teacher", cache]
+    trained = simulation.run(compose_cfg([*common, "strategy=random"]), tmp_path / "random")
+    loaded = simulation.run(compose_cfg([*common, "strategy=bald"]), tmp_path / "bald")
+    first, second = trained["rounds"][0], loaded["rounds"][0]
+    assert second["shared_first_round"]["trained_here"] is False
+    assert second["semi"] == first["semi"]
+    assert second["semi"]["unlabelled_batches"] == 3
+
+
 def test_semi_settings_change_the_round_0_cache_key(tmp_path):
     splits = {"test": ["a"], "val": [], "initial": ["c"], "pool": ["d"]}
 
