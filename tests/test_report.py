@@ -205,6 +205,9 @@ def test_bootstrap_ratio_ci():
     assert lo <= true <= hi < 1
     assert bootstrap_ratio_ci(numer, denom) == (lo, hi)  # seeded: reproducible
     assert all(math.isnan(v) for v in bootstrap_ratio_ci([1.0], [2.0]))
+    # three seeds have ten distinct resamples: no interval is claimed from them
+    assert all(math.isnan(v) for v in bootstrap_ratio_ci(numer[:3], denom[:3]))
+    assert all(math.isfinite(v) for v in bootstrap_ratio_ci(numer[:5], denom[:5]))
 
 
 # ------------------------------------------------------------------------------------------

@@ -17,6 +17,9 @@ from scipy import stats
 
 N_BOOTSTRAP = 10_000
 BOOTSTRAP_SEED = 0
+# a percentile bootstrap over fewer seeds has too few distinct resamples to be an interval
+# (3 seeds: 10, and the "95%" bounds are the extreme seeds): no interval is printed below this
+BOOTSTRAP_MIN_SEEDS = 5
 N_LABELLED = "n_labelled"  # budget axis: labelled units (images, or tiles)
 FRACTION = "labelled_fraction"  # budget axis: labelled pixels / pixels of the training pool
 BUDGET_AXES = (N_LABELLED, FRACTION)
@@ -168,9 +171,7 @@ def labels_to_reach(
 AIM_DICE_FRACTION = 0.95
 AIM_GRATIO_ERROR = 0.01
 AIM_EFFORT_RATIO = 0.5
-# a percentile bootstrap over fewer seeds has too few distinct resamples to be an interval
-# (2 seeds: 3); below this the verdict is "not shown"
-AIM_MIN_SEEDS = 5
+AIM_MIN_SEEDS = BOOTSTRAP_MIN_SEEDS  # below this the verdict is "not shown"
 
 
 def effort_to_aim(run: Mapping, full_dice: float) -> tuple[float, bool]:
@@ -229,14 +230,16 @@ def bootstrap_ratio_ci(
     n_resamples: int = N_BOOTSTRAP,
     seed: int = BOOTSTRAP_SEED,
     level: float = 0.95,
+    min_seeds: int = BOOTSTRAP_MIN_SEEDS,
 ) -> tuple[float, float]:
-    """Paired percentile bootstrap CI of mean(numer)/mean(denom), resampling seeds.
+    """Paired percentile bootstrap CI of mean(numer)/mean(denom), resampling seeds; (nan, nan)
+    with fewer than ``min_seeds`` pairs.
 
     Seeds are resampled jointly because both strategies share a seed's split and initial set.
     """
     a = np.asarray(numer, dtype=float)
     b = np.asarray(denom, dtype=float)
-    if a.shape != b.shape or a.size < 2:
+    if a.shape != b.shape or a.size < max(2, min_seeds):
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, a.size, size=(n_resamples, a.size))

@@ -19,6 +19,7 @@ import numpy as np
 from axal.report.statistics import (
     AIM_EFFORT_RATIO,
     AIM_MIN_SEEDS,
+    BOOTSTRAP_MIN_SEEDS,
     FRACTION,
     N_LABELLED,
     _mean_std,
@@ -915,8 +916,11 @@ def _paired_stats(st_out: dict[str, dict], baseline: str | None, ds_notes: list[
             cur["budget_fraction_to_95"], base["budget_fraction_to_95"]
         )
         notes = [note] if note else []
-        if len(l_seeds) < 2:
-            notes.append(f"ratio CI not computed: {len(l_seeds)} paired seed(s)")
+        if len(l_seeds) < BOOTSTRAP_MIN_SEEDS:
+            notes.append(
+                f"ratio CIs not computed: {len(l_seeds)} paired seed(s), a bootstrap needs "
+                f"{BOOTSTRAP_MIN_SEEDS}"
+            )
         if censored:
             notes.append(
                 "censored labels-to-95% (never reached, counted as a bound) "
