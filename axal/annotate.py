@@ -59,7 +59,6 @@ from axal.adsfiles import (
     mask_target,
 )
 from axal.atomic import atomic_write, atomic_write_json
-from axal.callbacks import shrink_map
 from axal.checkpoint import CheckpointError
 from axal.data import DataError, Sample, load_dataset, resample
 from axal.domain import unit_image
@@ -68,6 +67,7 @@ from axal.midround import partial_path
 from axal.overlays import save_overlay_png
 from axal.pools import ActiveDataModule, Unit, image_units
 from axal.predict import segment_bands, write_bands
+from axal.round_acquisition import shrink_map
 from axal.rounds import active_round, round_steps
 from axal.rundir import RunLock
 from axal.settings import check_config, make_strategy, strategy_label, typical_first_units

@@ -28,7 +28,6 @@ import torch
 
 from axal.acquisition import image_seed
 from axal.adsfiles import MaskWriter, image_stem, pixel_size_of, task_paths
-from axal.callbacks import mc_batch
 from axal.checkpoint import CheckpointError, load_model
 from axal.data.io import (
     BANDED_RESAMPLE_PIXELS,
@@ -41,6 +40,7 @@ from axal.data.io import (
 from axal.data.sources import IMAGE_SUFFIXES, bids_images, is_axal_output, is_bids
 from axal.mc_dropout import StatBands, check_mc_capable, eval_mode, split_stages
 from axal.pngstream import GreyPngWriter
+from axal.round_acquisition import mc_batch
 from axal.streaming import ArrayRows, ResampledRows, RowSource, as_rows, resized_bands
 from axal.tiling import sliding_window_bands
 

@@ -19,13 +19,13 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from axal.acquisition import Strategy
-from axal.callbacks import Acquisition
 from axal.checkpoint import load_weights, save_checkpoint
 from axal.errors import ConfigError
 from axal.first_round import restore_with, shared_fit
 from axal.midround import partial_path
 from axal.pools import ActiveDataModule
 from axal.results import Results, RoundRecord
+from axal.round_acquisition import Acquisition
 from axal.settings import build_model, cost_model, replicate, train_seed
 from axal.training import RoundFit, fit_record, fit_round, make_trainer
 

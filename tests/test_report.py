@@ -730,12 +730,12 @@ def test_uniform_predictions_render_in_their_class_colour(tmp_path):
 
 
 def test_maps_name_their_measure_image_and_role(tmp_path, monkeypatch):
-    from axal import callbacks
+    from axal import round_acquisition
     from axal.acquisition import BALD, Hybrid, MCDropout
 
     seen = {}
-    monkeypatch.setattr(callbacks, "save_uncertainty_png", lambda *a, **k: seen.update(k))
-    cb = callbacks.Acquisition(BALD(), 1, 2, 0, 3, maps_dir=tmp_path)
+    monkeypatch.setattr(round_acquisition, "save_uncertainty_png", lambda *a, **k: seen.update(k))
+    cb = round_acquisition.Acquisition(BALD(), 1, 2, 0, 3, maps_dir=tmp_path)
     cb.selected = ["img@0,0,8,8"]
     cb.scores = {"img@0,0,8,8": 0.5, "img@8,0,8,8": 0.25}
     dm = type("DM", (), {"images": {"img": np.zeros((8, 8), dtype=np.float32)}})()

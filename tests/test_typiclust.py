@@ -24,12 +24,12 @@ from axal.acquisition import (
     kmeans,
     select_units,
 )
-from axal.callbacks import Acquisition
 from axal.data.splits import split_by_subject
 from axal.data.synthetic import make_synthetic
 from axal.mc_dropout import PixelStats
 from axal.networks import PaperUNet
 from axal.pools import ActiveDataModule
+from axal.round_acquisition import Acquisition
 from axal.settings import build_model, build_strategy
 from axal.simulation import run
 

@@ -7,6 +7,10 @@ pools and records what it did (picks, scores, seconds, uncertainty figures); it 
 and the round does not score. In a simulation it labels its picks at once (the annotator
 reveals their ground truth); with ``reveal=False`` (real annotation) the picks stay in the pool
 until a person adds their masks.
+
+Not a Lightning callback (the first design sketch's ``AcquisitionCallback``): a round with no
+test set (``annotate.py`` on a lab's folder) runs no test hook, so a hook would need a second
+path; the round calls it once, explicitly, in the simulation and in annotate alike.
 """
 
 from __future__ import annotations
