@@ -495,6 +495,21 @@ def make_full_run(seed: int, dice: float, dataset: str = "tem", per_subject=None
     }
 
 
+def test_a_tile_seed_that_never_reaches_95_percent_is_a_bound_at_its_last_fraction(tmp_path):
+    """Censored in pixels means "more than the run labelled", not "the whole pool": a bound at
+    the whole pool would make a censored random look several times dearer than measured."""
+    runs = [make_tile_run(st, s) for st in ("random", "bald") for s in (0, 1, 2)]
+    runs += [make_full_run(s, 0.99) for s in (0, 1, 2)]  # 95% of 0.99: out of every run's reach
+    st = write_report(runs, tmp_path)["datasets"]["tem/tile"]["strategies"]
+    for name in ("random", "bald"):
+        block = st[name]["budget_fraction_to_95"]
+        assert block["n_censored"] == 3
+        for seed in (0, 1, 2):
+            last = FRACTIONS[-1] + 0.002 * seed
+            assert block["per_seed"][str(seed)] == pytest.approx(last)
+    assert st["bald"]["stats"]["fraction_ratio"] == pytest.approx(1.0)
+
+
 def test_tile_runs_use_the_pixel_fraction_and_never_mix_with_images(tmp_path):
     runs = [make_tile_run(st, s) for st in ("random", "bald") for s in (0, 1, 2)]
     runs += [make_run("tem", "random", s, random_dice, 15) for s in (0, 1)]  # an image study
