@@ -171,7 +171,6 @@ def labels_to_reach(
 AIM_DICE_FRACTION = 0.95
 AIM_GRATIO_ERROR = 0.01
 AIM_EFFORT_RATIO = 0.5
-AIM_MIN_SEEDS = BOOTSTRAP_MIN_SEEDS  # below this the verdict is "not shown"
 
 
 def effort_to_aim(run: Mapping, full_dice: float) -> tuple[float, bool]:

@@ -18,7 +18,6 @@ import numpy as np
 
 from axal.report.statistics import (
     AIM_EFFORT_RATIO,
-    AIM_MIN_SEEDS,
     BOOTSTRAP_MIN_SEEDS,
     FRACTION,
     N_LABELLED,
@@ -967,15 +966,15 @@ def _paired_stats(st_out: dict[str, dict], baseline: str | None, ds_notes: list[
 def _aim_ratio(cur: dict, base: dict) -> dict:
     """The arm's correction seconds to the aim over random's (paired by seed, bootstrap CI)
     and the verdict: reached only when every paired seed of the arm reached the aim and the
-    CI's upper bound is below ``AIM_EFFORT_RATIO``, over at least ``AIM_MIN_SEEDS`` seeds. A
-    censored random makes the ratio too high (conservative); a censored arm makes it too low,
-    so the aim is not reached then."""
+    CI's upper bound is below ``AIM_EFFORT_RATIO``, over at least ``BOOTSTRAP_MIN_SEEDS`` seeds
+    (fewer have no interval). A censored random makes the ratio too high (conservative); a
+    censored arm makes it too low, so the aim is not reached then."""
     ratio, ci, seeds, _ = _ratio_with_ci(cur, base)
     arm_censored = sorted(set(cur.get("censored_seeds", [])) & set(seeds), key=_rkey)
     base_censored = sorted(set(base.get("censored_seeds", [])) & set(seeds), key=_rkey)
     hi = _nan(ci[1])
-    if len(seeds) < AIM_MIN_SEEDS or not math.isfinite(hi):
-        verdict = f"not shown ({len(seeds)} paired seeds; a verdict needs {AIM_MIN_SEEDS})"
+    if len(seeds) < BOOTSTRAP_MIN_SEEDS or not math.isfinite(hi):
+        verdict = f"not shown ({len(seeds)} paired seeds; a verdict needs {BOOTSTRAP_MIN_SEEDS})"
     elif arm_censored:
         verdict = f"not reached ({len(arm_censored)} seed(s) never reach the aim)"
     elif hi < AIM_EFFORT_RATIO:
