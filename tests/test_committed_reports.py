@@ -12,7 +12,8 @@ import pytest
 from axal.report import write_report
 from tests.conftest import ROOT
 
-AXONMYELIN_SEEDS = (0, 1, 2, 3, 4, 5, 6)  # issue 23's study, in progress: seeds with every arm finished
+# issue 23's study, in progress: the seeds on which every arm has finished
+AXONMYELIN_SEEDS = tuple(range(8))
 FULL, STEPS_3000 = "results/runs/tem_full", "results/runs/convergence/tem/steps=3000,lr=0.003"
 STUDIES = {  # report folder -> the run folders its README rebuilds it from, in its order
     "results/tem_tile": ["results/runs/tem_tile", STEPS_3000, FULL],
