@@ -5,6 +5,7 @@
     python sweep.py experiment=quick seed=1 trainer.max_epochs=3   # extra overrides reach every job
     python sweep.py experiment=tem_tile sweep.launcher=slurm sweep.slurm.partition=gpu  # on SLURM
     python sweep.py report results/runs/tem --out results/tem     # report on existing runs
+    python sweep.py report results/runs/tem --complete-seeds      # a study in progress
     python sweep.py list experiment=tem_tile_axonmyelin # the jobs and their state, none run
 
 Unlike plain Hydra multirun, a killed sweep resumes where it stopped: every job has a fixed
@@ -29,8 +30,13 @@ if __name__ == "__main__":
         parser.add_argument(
             "--include-unfinished", action="store_true", help="also runs still in progress"
         )
+        parser.add_argument(
+            "--complete-seeds",
+            action="store_true",
+            help="only the seeds on which every arm (and replicate) has finished",
+        )
         args = parser.parse_args(sys.argv[2:])
-        sys.exit(main_report(args.dirs, args.out, args.include_unfinished))
+        sys.exit(main_report(args.dirs, args.out, args.include_unfinished, args.complete_seeds))
     from axal.errors import quote_spaces
 
     if len(sys.argv) > 1 and sys.argv[1] == "list":

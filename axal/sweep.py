@@ -450,19 +450,34 @@ def _say_failed(todo: list[Job]) -> None:
             )
 
 
-def main_report(dirs: list[Path], out: Path | None = None, include_unfinished: bool = False) -> int:
+def main_report(
+    dirs: list[Path],
+    out: Path | None = None,
+    include_unfinished: bool = False,
+    complete_seeds: bool = False,
+) -> int:
     """Write the comparison report for existing runs (results.json files or folders).
 
     Runs still in progress are left out unless asked for: their shorter curves would shrink
-    the budget range over which every strategy's area under the curve is compared.
+    the budget range over which every strategy's area under the curve is compared. With
+    ``complete_seeds`` a study in progress is reported on the seeds every arm has finished,
+    so that every arm's mean covers the same test subjects.
     """
+    from axal.report import complete_seeds as only_complete
     from axal.report import load_runs, write_report
 
+    if complete_seeds and include_unfinished:
+        print("report: --complete-seeds and --include-unfinished contradict", file=sys.stderr)
+        return 2
     out = out or (dirs[0] / "report" if len(dirs) == 1 else Path("report"))
     runs = load_runs([str(d) for d in dirs])
     kept = [r for r in runs if include_unfinished or r.get("_finished")]
     if len(kept) < len(runs):
         print(f"report: {len(runs) - len(kept)} unfinished run(s) left out")
+    if complete_seeds:
+        kept, notes = only_complete(runs)
+        for note in notes:
+            print(f"report: {note}")
     if not kept:
         print("report: no finished run to report on", file=sys.stderr)
         return 1

@@ -890,3 +890,35 @@ def test_the_report_says_whether_an_arm_reaches_the_aim(tmp_path):
     few = summarize([r for r in runs if r["seed"] != 4])["datasets"]["tem/tile"]
     assert few["strategies"]["cheap"]["stats"]["aim"]["verdict"].startswith("not shown (4 paired")
     assert "The aim" in (tmp_path / "report.html").read_text()
+
+
+def test_a_study_in_progress_is_reported_on_the_seeds_every_arm_and_replicate_finished(
+    tmp_path, capsys
+):
+    """Seed 1 lacks a finished bald+power, seed 2 random's second draw, seed 3 has only its
+    reference: the report keeps seeds 0 and 4, and the references of those seeds alone."""
+    from axal.sweep import main_report
+
+    root = tmp_path / "runs"
+    for seed in range(5):
+        if seed == 3:
+            write_run(root / "full", make_full_run(seed, 0.9))
+            continue
+        write_run(root, make_run("tem", "random", seed, random_dice, 12))
+        second = make_run("tem", "random", seed, random_dice, 12, finished=seed != 2)
+        second["replicate"] = 1
+        write_run(root / "rep1", second)
+        bald = make_run("tem", "bald", seed, bald_dice, 12, label="bald+power", finished=seed != 1)
+        write_run(root, bald)
+        if seed in (0, 2):
+            write_run(root / "full", make_full_run(seed, 0.9))
+    out = tmp_path / "report"
+    assert main_report([root], out, complete_seeds=True) == 0
+    assert "seed(s) 1, 2, 3 left out" in capsys.readouterr().out
+    tem = json.loads((out / "summary.json").read_text())["datasets"]["tem"]
+    assert {name: s["n_seeds"] for name, s in tem["strategies"].items()} == {
+        "random": 2,
+        "bald+power": 2,
+    }
+    assert tem["full_data"]["reference"]["seeds"] == [0]  # seed 2's reference went with its seed
+    assert main_report([root], out, include_unfinished=True, complete_seeds=True) == 2

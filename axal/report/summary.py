@@ -199,6 +199,40 @@ def _group(runs: list[dict]) -> tuple[dict[str, dict[str, dict[Any, dict]]], lis
     return groups, notes
 
 
+def complete_seeds(runs: list[dict]) -> tuple[list[dict], list[str]]:
+    """The finished runs of the seeds on which every arm, and every replicate of it, finished.
+
+    A study still in progress has its arms finished on different seeds: their means would then
+    cover different test subjects. An arm is a (unit, strategy, replicate) seen anywhere in
+    ``runs`` for the dataset, finished or not. The full-data reference runs are not arms: those
+    of a kept seed are kept, whatever replicates they have. Returns the kept runs, in their
+    order, and one note per dataset that lost seeds.
+    """
+    arms: dict[str, set] = {}
+    done: dict[str, dict[Any, set]] = {}
+    for run in runs:
+        ds = str(run["dataset"])
+        arms.setdefault(ds, set())
+        done.setdefault(ds, {}).setdefault(run["seed"], set())
+        if is_full_run(run):
+            continue
+        arm = (run_unit(run), strategy_name(run), run_replicate(run))
+        arms[ds].add(arm)
+        if run.get("_finished"):
+            done[ds][run["seed"]].add(arm)
+    keep = {ds: {s for s, have in per.items() if have >= arms[ds]} for ds, per in done.items()}
+    notes = []
+    for ds, per in done.items():
+        left = sorted(set(per) - keep[ds], key=_seed_key)
+        if left:
+            notes.append(
+                f"{ds}: seed(s) {', '.join(str(s) for s in left)} left out: not every arm "
+                f"has finished on them (kept {len(keep[ds])} seed(s))"
+            )
+    kept = [r for r in runs if r.get("_finished") and r["seed"] in keep[str(r["dataset"])]]
+    return kept, notes
+
+
 def _split_full(
     groups: dict[str, dict[str, dict[Any, dict]]],
 ) -> tuple[dict[str, dict[str, dict[Any, dict]]], dict[str, dict[Any, dict]], list[str]]:
