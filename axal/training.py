@@ -3,7 +3,8 @@
 A round trains for ``trainer.steps`` optimizer steps (``trainer.finetune_steps`` after round 0
 when fine-tuning), whatever the labelled set's size, so random selection and every other
 strategy get exactly the same recipe. After training, the model is checked on its own labelled
-pixels: a model that predicts (almost) everything or nothing as foreground, or that misses a
+pixels: a model that predicts (almost) everything or nothing as foreground where its labels
+do not (past 90% or under 1%, and off by more than half the labels' share), or that misses a
 class the labels hold, or, trained from scratch, whose training loss did not fall, has collapsed
 (a fine-tuned model starts near its final loss, so the loss test would flag a healthy one). It
 is then retrained from a seed derived from the round's seed, up to ``trainer.max_restarts``
@@ -38,8 +39,8 @@ log = logging.getLogger("axal")
 class CollapseRule:
     """When a trained model counts as degenerate (see the module docstring)."""
 
-    max_foreground: float = 0.9  # predicted foreground share above this (labels below it)
-    min_foreground: float = 0.01  # predicted foreground share below this (labels above it)
+    max_foreground: float = 0.9  # predicted foreground above this, background < half the labels'
+    min_foreground: float = 0.01  # predicted foreground below this and < half the labels'
     min_class: float = 0.01  # a class holding >= 2x this share of labels predicted below it
     max_loss_ratio: float = 0.95  # mean loss of the last 10% of steps / first 10% above this
     min_steps: int = 20  # the loss test needs at least this many steps
@@ -97,9 +98,11 @@ def collapse_reason(
     its final loss.
     """
     fg_pred, fg_true = 1.0 - predicted[0], 1.0 - labelled[0]
-    if fg_pred > rule.max_foreground and fg_true <= rule.max_foreground:
+    # past a bound and also far from the labels: tiles that are 89% fibre, predicted at 90%,
+    # are a good model, not a collapse (the bound alone retrained one twice, issue 23's seed 7)
+    if fg_pred > rule.max_foreground and 1.0 - fg_pred < 0.5 * (1.0 - fg_true):
         return f"predicts {fg_pred:.0%} foreground where the labels hold {fg_true:.0%}"
-    if fg_pred < rule.min_foreground and fg_true >= rule.min_foreground:
+    if fg_pred < rule.min_foreground and fg_pred < 0.5 * fg_true:
         return f"predicts {fg_pred:.1%} foreground where the labels hold {fg_true:.0%}"
     for c in range(1, len(predicted)):
         if labelled[c] >= 2 * rule.min_class and predicted[c] < rule.min_class:

@@ -62,6 +62,18 @@ def test_collapse_rule_flags_degenerate_models_and_passes_healthy_ones():
     assert "foreground" in collapse_reason(np.array([0.02, 0.98]), labels, [], rule)
     assert "foreground" in collapse_reason(np.array([0.999, 0.001]), labels, [], rule)
     assert collapse_reason(np.array([0.6, 0.4]), labels, [], rule) is None
+    # tiles that are mostly fibre: matching them is no collapse, though it passes the 90% bound;
+    # 95% foreground where the labels hold 79% still is one (issue 23's seeds 7 and 8)
+    fibre = np.array([0.106, 0.894])
+    assert collapse_reason(np.array([0.096, 0.904]), fibre, [], rule) is None
+    assert "95% foreground" in collapse_reason(
+        np.array([0.05, 0.95]), np.array([0.21, 0.79]), [], rule
+    )
+    sparse = np.array([0.992, 0.008])  # and likewise at the lower bound
+    assert collapse_reason(np.array([0.9945, 0.0055]), sparse, [], rule) is None
+    assert "foreground" in collapse_reason(
+        np.array([0.9995, 0.0005]), np.array([0.98, 0.02]), [], rule
+    )
     # axon+myelin: one class never predicted although the labels hold a fifth of it
     three = np.array([0.5, 0.3, 0.2])
     assert "class 2" in collapse_reason(np.array([0.6, 0.395, 0.005]), three, [], rule)
