@@ -5,6 +5,9 @@ classes as 0 / 127 / 255 (:mod:`axal.adsfiles`). A task says which classes a mod
 unit is what an annotator labels in one go: a whole image (its id is the image id) or a tile of
 one, whose id is ``"<image id>@x,y,w,h"`` (:func:`format_unit_id`, :func:`parse_unit_id`).
 
+The name of a semi-supervised arm is here too (:func:`semi_suffix`): runs label themselves with
+it, and the report tells the arms of older runs apart by it.
+
 This module imports nothing: data readers, pools and the report all use it.
 """
 
@@ -41,3 +44,16 @@ def parse_unit_id(unit: str) -> tuple[str, tuple[int, int, int, int] | None]:
 def unit_image(unit: str) -> str:
     """The image id of a unit id (a tile's image, or the image itself)."""
     return parse_unit_id(unit)[0]
+
+
+def semi_suffix(semi: object) -> str:
+    """What ``trainer.semi`` (its resolved mapping, or a method name) adds to an arm's name:
+    ``""`` for supervised training, ``"+mean_teacher"``, or ``"+mean_teacher_from_round2"``
+    for a mean teacher that joins at round 2 (``trainer.semi.from_round``)."""
+    if isinstance(semi, dict):
+        name, start = semi.get("name") or "none", semi.get("from_round") or 0
+    else:
+        name, start = semi or "none", 0
+    if str(name) == "none":
+        return ""
+    return f"+{name}" + (f"_from_round{start}" if start else "")

@@ -62,6 +62,20 @@ def data_digest(dm: Any) -> str:
     return digest.hexdigest()
 
 
+def round_0_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings as round 0 trains with them. A mean teacher joining at a later round
+    (``trainer.semi.from_round`` > 0) trains round 0 as the supervised arm does, so the two
+    share an entry; ``from_round: 0`` is the mean teacher of before the setting existed, whose
+    entries keep their keys."""
+    trainer = config.get("trainer")
+    semi = trainer.get("semi") if isinstance(trainer, dict) else None
+    if not isinstance(semi, dict) or "from_round" not in semi:
+        return config
+    start = semi["from_round"]
+    semi = {"name": "none"} if start else {k: v for k, v in semi.items() if k != "from_round"}
+    return {**config, "trainer": {**trainer, "semi": semi}}
+
+
 def entry_dir(
     cache: str | Path,
     config: dict[str, Any],
@@ -70,7 +84,7 @@ def entry_dir(
 ) -> Path:
     """The cache entry of a run with this resolved ``config``, these ``splits`` and the
     :func:`data_digest` ``data`` of what it trains on."""
-    flat = flatten(json.loads(json.dumps(config, default=str)))
+    flat = flatten(json.loads(json.dumps(round_0_settings(config), default=str)))
     kept = {k: v for k, v in flat.items() if not matches_any(k, NOT_IN_KEY)}
     blob = json.dumps({"config": kept, "splits": splits, "data": data}, sort_keys=True)
     key = hashlib.sha256(blob.encode()).hexdigest()[:16]

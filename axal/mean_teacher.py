@@ -16,6 +16,11 @@ The supervised term is unchanged: the student's labelled forward is the supervis
 (its batch, its value), and the round keeps its optimizer steps; the unlabelled forward,
 backward and teacher forward are the extra cost (``train_seconds`` in the round records).
 
+With ``from_round=k`` the rounds before k train supervised only: the mean teacher joins once
+a round starts from a trained model (round k fine-tunes round k - 1's), rather than from two
+labelled tiles and a random teacher, where it costs Dice and can collapse. Round 0 is then the
+supervised arm's round 0, and shares its :mod:`axal.first_round` entry.
+
 The teacher copies the student at the start of each round's training (a fine-tuned round's
 teacher starts from the previous round's model). Its BatchNorm buffers are copied from the
 student after every step, not averaged: they are already moving averages (momentum 0.1) of
@@ -92,6 +97,7 @@ class MeanTeacher(L.Callback):
         consistency: str = "ce",
         batch_size: int | None = None,
         keep: str = "student",
+        from_round: int = 0,
     ) -> None:
         checks = {
             "ema_decay": 0.0 <= ema_decay < 1.0,
@@ -101,6 +107,9 @@ class MeanTeacher(L.Callback):
             "consistency": consistency in CONSISTENCY,
             "batch_size": batch_size is None or (isinstance(batch_size, int) and batch_size > 0),
             "keep": keep in ("student", "teacher"),
+            "from_round": isinstance(from_round, int)
+            and not isinstance(from_round, bool)
+            and from_round >= 0,
         }
         given = {
             "ema_decay": ema_decay,
@@ -110,6 +119,7 @@ class MeanTeacher(L.Callback):
             "consistency": consistency,
             "batch_size": batch_size,
             "keep": keep,
+            "from_round": from_round,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -117,7 +127,7 @@ class MeanTeacher(L.Callback):
             raise ValueError(
                 f"{values}: ema_decay in [0, 1), threshold in [0, 1], weight >= 0, ramp_steps "
                 f"an integer >= 0, consistency one of {CONSISTENCY}, batch_size null or >= 1, "
-                "keep student or teacher"
+                "keep student or teacher, from_round an integer >= 0"
             )
         self.ema_decay, self.threshold, self.weight = ema_decay, threshold, weight
         self.ramp_steps, self.kind, self.batch_size, self.keep = (
@@ -126,6 +136,7 @@ class MeanTeacher(L.Callback):
             batch_size,
             keep,
         )
+        self.from_round = from_round
         self.teacher: nn.Module | None = None
         self.steps = 0  # optimizer steps of this round's training so far
         self._confident: list[torch.Tensor] = []
@@ -217,8 +228,9 @@ class MeanTeacher(L.Callback):
         self.teacher = None  # its memory; the next round's training makes a new one
 
 
-def make_semi(cfg: DictConfig) -> MeanTeacher | None:
-    """``trainer.semi``'s method, or None for supervised training (``none``, or no setting)."""
+def make_semi(cfg: DictConfig, round_index: int = 0) -> MeanTeacher | None:
+    """``trainer.semi``'s method for round ``round_index``, or None for supervised training
+    (``none``, no setting, or a round before ``trainer.semi.from_round``)."""
     semi = cfg.trainer.get("semi")
     if semi is None:
         return None
@@ -235,6 +247,7 @@ def make_semi(cfg: DictConfig) -> MeanTeacher | None:
     if name == "none":
         return None
     try:
-        return instantiate(params)
+        semi = instantiate(params)
     except InstantiationException as err:
         raise ValueError(f"trainer/semi={name}: {err.__cause__ or err}") from err
+    return None if round_index < semi.from_round else semi

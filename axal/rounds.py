@@ -150,6 +150,7 @@ def active_round(
             callbacks,
             from_scratch=previous is None,
             partial=partial_path(checkpoint),  # in the run folder, even for a shared round 0
+            round_index=r,
         )
 
     sharing = None

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from axal.acquisition import Strategy, typical_units
 from axal.checkpoint import describe_model
 from axal.data import load_dataset, split_by_subject
-from axal.domain import TASKS, UNIT_KINDS
+from axal.domain import TASKS, UNIT_KINDS, semi_suffix
 from axal.errors import ConfigError
 from axal.mean_teacher import make_semi
 from axal.morphometrics import CostModel
@@ -184,10 +184,12 @@ def strategy_label(cfg: DictConfig) -> str:
 
 
 def run_label(cfg: DictConfig) -> str:
-    """The default display label: the strategy's name, ``+mean_teacher`` with trainer.semi."""
+    """The default display label: the strategy's name, ``+mean_teacher`` with trainer.semi
+    (:func:`axal.domain.semi_suffix`)."""
     semi = cfg.trainer.get("semi")
-    name = semi.get("name", "none") if OmegaConf.is_dict(semi) else "none"
-    return strategy_label(cfg) + ("" if name == "none" else f"+{name}")
+    return strategy_label(cfg) + semi_suffix(
+        OmegaConf.to_container(semi, resolve=True) if OmegaConf.is_dict(semi) else None
+    )
 
 
 def replicate(cfg: DictConfig) -> int:

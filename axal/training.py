@@ -155,12 +155,14 @@ def fit_round(
     callbacks: list[L.Callback] | None = None,
     from_scratch: bool = True,
     partial: Path | None = None,
+    round_index: int = 0,
 ) -> RoundFit:
     """Train a fresh ``make_model()`` for ``steps`` steps; retrain it while it has collapsed.
 
     ``from_scratch`` is False when ``make_model`` loads the previous round's weights.
     ``partial`` is the file of this round's mid-round checkpoints (``trainer.checkpoint_every``
     steps apart): training resumes from it when it holds this very round, else starts afresh.
+    ``round_index`` decides whether ``trainer.semi`` trains this round (``from_round``).
     """
     from axal import first_round  # it imports this module
 
@@ -168,7 +170,7 @@ def fit_round(
     max_restarts = int(cfg.trainer.get("max_restarts", 2))
     every = int(cfg.trainer.get("checkpoint_every") or 0) if partial is not None else 0
     dm.steps = steps
-    semi = make_semi(cfg) if dm.unlabelled else None  # None: supervised only
+    semi = make_semi(cfg, round_index) if dm.unlabelled else None  # None: supervised only
     dm.unlabelled_batch_size = (semi.batch_size or dm.batch_size) if semi else 0
     saved = midround.read_state(partial) if every else None
     data = first_round.data_digest(dm) if every else ""

@@ -22,6 +22,7 @@ from axal.errors import ConfigError
 from axal.first_round import entry_dir
 from axal.mean_teacher import MeanTeacher, consistency_loss, make_semi, sigmoid_rampup
 from axal.pools import ActiveDataModule, unit_splits
+from axal.report import strategy_name
 from axal.training import fit_round
 from tests.conftest import FAST, compose_cfg
 
@@ -239,6 +240,36 @@ def test_semi_settings_change_the_round_0_cache_key(tmp_path):
     teacher = entry("trainer/semi=mean_teacher")
     assert teacher != base
     assert entry("trainer/semi=mean_teacher", "trainer.semi.threshold=0.8") != teacher
+    # a mean teacher joining later trains round 0 as the supervised arm, whatever its settings
+    late = ["trainer/semi=mean_teacher", "trainer.semi.from_round=1"]
+    assert entry(*late) == base
+    assert entry(*late, "trainer.semi.threshold=0.8") == base
+    # a config from before from_round existed keeps its entries
+    old = OmegaConf.to_container(compose_cfg(["trainer/semi=mean_teacher"]), resolve=True)
+    del old["trainer"]["semi"]["from_round"]
+    assert entry_dir(tmp_path, old, splits) == teacher
+
+
+def test_a_mean_teacher_from_round_1_trains_round_0_as_the_supervised_arm_then_joins(tmp_path):
+    """trainer.semi.from_round=1: round 0 is the supervised arm's own (loaded from its shared
+    entry, no semi record), and the mean teacher trains the later rounds; the run is its own
+    arm in the report."""
+    over = ["al.unit=tile", "al.tile_size=32", "al.initial=2", "trainer.steps=3"]
+    cache = f"al.first_round_cache={tmp_path / 'shared'}"
+    supervised = simulation.run(compose_cfg([*FAST, *over, cache]), tmp_path / "none")
+    late_cfg = compose_cfg(
+        [*FAST, *over, cache, "trainer/semi=mean_teacher", "trainer.semi.from_round=1"]
+    )
+    late = simulation.run(late_cfg, tmp_path / "late")
+    first, second = late["rounds"]
+    assert first["shared_first_round"]["trained_here"] is False
+    assert "semi" not in first and first["train_loss"] == supervised["rounds"][0]["train_loss"]
+    assert second["semi"]["method"] == "mean_teacher"
+    assert second["semi"]["unlabelled_batches"] == 3
+    assert "semi" not in supervised["rounds"][1]
+    assert strategy_name(late) == "random+mean_teacher_from_round1"
+    assert strategy_name(supervised) == "random"
+    assert strategy_name({**late, "label": None}) == "random+mean_teacher_from_round1"
 
 
 def test_bad_semi_settings_are_refused_naming_them(cfg_factory):
@@ -249,6 +280,10 @@ def test_bad_semi_settings_are_refused_naming_them(cfg_factory):
     with pytest.raises(ConfigError, match="consistency"):
         settings.check_config(
             cfg_factory("trainer/semi=mean_teacher", "trainer.semi.consistency=l1")
+        )
+    with pytest.raises(ConfigError, match=r"trainer\.semi\.from_round=-1"):
+        settings.check_config(
+            cfg_factory("trainer/semi=mean_teacher", "trainer.semi.from_round=-1")
         )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from axal.domain import semi_suffix
 from axal.report.statistics import (
     AIM_EFFORT_RATIO,
     BOOTSTRAP_MIN_SEEDS,
@@ -125,11 +126,8 @@ def strategy_name(run: Mapping) -> str:
     a semi-supervised run (``trainer.semi``) is its own arm: 'random+mean_teacher'."""
     name = str(run.get("label") or run["strategy"])
     semi = ((run.get("config") or {}).get("trainer") or {}).get("semi")
-    if isinstance(semi, Mapping):  # the trainer/semi config group: its name
-        semi = semi.get("name")
-    if semi and str(semi) != "none" and str(semi) not in name:
-        name = f"{name}+{semi}"
-    return name
+    suffix = semi_suffix(dict(semi) if isinstance(semi, Mapping) else semi)
+    return name if suffix[1:] in name else name + suffix
 
 
 def run_replicate(run: Mapping) -> int:
