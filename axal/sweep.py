@@ -95,7 +95,9 @@ def expand(cfg: DictConfig, overrides: list[str]) -> list[Job]:
     # seeds outermost: an interrupted sweep holds complete seed-paired sets of strategies
     keys = sorted(grid, key=lambda k: k != "seed")
     if sweep.get("share_first_round", True) and not cfg.al.get("first_round_cache"):
-        overrides = [*overrides, f"al.first_round_cache='{base / 'first_rounds'}'"]
+        shared = Path(sweep.get("first_rounds") or base / "first_rounds")
+        shared = shared if shared.is_absolute() else ROOT / shared
+        overrides = [*overrides, f"al.first_round_cache='{shared}'"]
     jobs = []
     for values in itertools.product(*(grid[k] for k in keys)):
         # a null value leaves the setting at its default: no override, no name in the folder
@@ -538,5 +540,9 @@ def main_sweep(overrides: list[str]) -> int:
     if runs:
         report_dir = Path(cfg.sweep.get("report_dir") or base / "report")
         report_dir = report_dir if report_dir.is_absolute() else ROOT / report_dir
-        main_report([base], report_dir)
+        others = [Path(d) for d in cfg.sweep.get("report_with") or []]
+        others = [d if d.is_absolute() else ROOT / d for d in others]
+        # on the seeds every arm finished: a failed job, or an arm of report_with's folders
+        # run on fewer seeds, costs its seed rather than a whole arm (which the report drops)
+        main_report([base, *others], report_dir, complete_seeds=True)
     return 1 if any(j.status == "failed" for j in jobs) else 0

@@ -143,6 +143,10 @@ def test_a_sweeps_jobs_share_round_0_in_its_folder_unless_told_not_to():
     jobs = expand(cfg, [])
     cache = f"al.first_round_cache='{ROOT / cfg.sweep.dir / 'first_rounds'}'"
     assert all(cache in j.overrides for j in jobs)
+    # a follow-on arm borrows another study's round 0s (a path relative to the project)
+    lent = compose_sweep(["experiment=sem_tile", "sweep.first_rounds=results/runs/x/first_rounds"])
+    lent_cache = f"al.first_round_cache='{ROOT / 'results/runs/x/first_rounds'}'"
+    assert all(lent_cache in j.overrides for j in expand(lent, []))
     off = compose_sweep(["experiment=sem_tile", "sweep.share_first_round=false"])
     assert not any("first_round_cache" in o for j in expand(off, []) for o in j.overrides)
 

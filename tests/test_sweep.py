@@ -201,3 +201,18 @@ def test_a_sweep_with_replicates_shares_round_0_and_reports_them_as_draws(tmp_pa
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     random = summary["datasets"]["synthetic"]["strategies"]["random"]
     assert random["n_seeds"] == 1 and random["n_draws"] == 2
+
+
+def test_a_follow_on_arm_is_reported_with_the_study_it_follows(tmp_path):
+    """sweep.report_with: the end-of-sweep report of a sweep in its own folder holds the runs
+    of the folders named there, so a new arm is compared with the study's random arm."""
+    study = one_job_sweep(tmp_path / "study")()
+    assert study.returncode == 0, study.stderr[-3000:]
+    follow = one_job_sweep(tmp_path / "follow")(
+        "sweep.grid.strategy=[bald]", f"sweep.report_with=[{tmp_path / 'study'}]"
+    )
+    assert follow.returncode == 0, follow.stderr[-3000:]
+    summary = json.loads((tmp_path / "follow" / "report" / "summary.json").read_text())
+    (dataset,) = summary["datasets"].values()
+    assert set(dataset["strategies"]) == {"random", "bald"}
+    assert not (tmp_path / "follow" / "strategy=random").exists()  # nothing ran twice
