@@ -511,6 +511,19 @@ def main_list(overrides: list[str]) -> int:
     return 0
 
 
+def report_with(cfg: DictConfig) -> list[Path]:
+    """``sweep.report_with``'s folders, checked before any job runs rather than after all."""
+    folders = [Path(str(d)) for d in cfg.sweep.get("report_with") or []]
+    folders = [d if d.is_absolute() else ROOT / d for d in folders]
+    missing = [str(d) for d in folders if not d.is_dir()]
+    if missing:
+        raise ConfigError(
+            f"sweep.report_with names no run folder at {', '.join(missing)}: the end-of-sweep "
+            "report compares with the runs there; fix the path or drop it"
+        )
+    return folders
+
+
 def main_sweep(overrides: list[str]) -> int:
     from axal import errors
 
@@ -518,6 +531,7 @@ def main_sweep(overrides: list[str]) -> int:
     # the sweep's own knobs are not job overrides
     job_overrides = [o for o in overrides if not o.startswith("sweep.")]
     try:
+        others = report_with(cfg)
         if cfg.sweep.get("new"):
             folder = new_sweep_dir(cfg, job_overrides)
             if folder is not None:
@@ -540,8 +554,6 @@ def main_sweep(overrides: list[str]) -> int:
     if runs:
         report_dir = Path(cfg.sweep.get("report_dir") or base / "report")
         report_dir = report_dir if report_dir.is_absolute() else ROOT / report_dir
-        others = [Path(d) for d in cfg.sweep.get("report_with") or []]
-        others = [d if d.is_absolute() else ROOT / d for d in others]
         # on the seeds every arm finished: a failed job, or an arm of report_with's folders
         # run on fewer seeds, costs its seed rather than a whole arm (which the report drops)
         main_report([base, *others], report_dir, complete_seeds=True)

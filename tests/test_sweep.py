@@ -208,9 +208,12 @@ def test_a_follow_on_arm_is_reported_with_the_study_it_follows(tmp_path):
     of the folders named there, so a new arm is compared with the study's random arm."""
     study = one_job_sweep(tmp_path / "study")()
     assert study.returncode == 0, study.stderr[-3000:]
-    follow = one_job_sweep(tmp_path / "follow")(
-        "sweep.grid.strategy=[bald]", f"sweep.report_with=[{tmp_path / 'study'}]"
-    )
+    sweep = one_job_sweep(tmp_path / "follow")
+    typo = sweep("sweep.grid.strategy=[bald]", f"sweep.report_with=[{tmp_path / 'stduy'}]")
+    assert typo.returncode == 1 and "sweep.report_with" in typo.stderr
+    assert str(tmp_path / "stduy") in typo.stderr
+    assert not (tmp_path / "follow" / "strategy=bald").exists()  # refused before any job ran
+    follow = sweep("sweep.grid.strategy=[bald]", f"sweep.report_with=[{tmp_path / 'study'}]")
     assert follow.returncode == 0, follow.stderr[-3000:]
     summary = json.loads((tmp_path / "follow" / "report" / "summary.json").read_text())
     (dataset,) = summary["datasets"].values()
