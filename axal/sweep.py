@@ -56,6 +56,13 @@ class Job:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def in_project(path: Any) -> Path:
+    """A configured folder as an absolute path: relative ones are under the repository, so a
+    sweep means the same folders whatever directory it is started from."""
+    path = Path(str(path))
+    return path if path.is_absolute() else ROOT / path
+
+
 def compose_sweep(overrides: list[str]) -> DictConfig:
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose(config_name="config", overrides=overrides)
@@ -85,9 +92,7 @@ def expand(cfg: DictConfig, overrides: list[str]) -> list[Job]:
         raise ValueError(
             "this config has no sweep.grid: pick an experiment, e.g. experiment=paper_tem"
         )
-    base = Path(sweep.dir)
-    if not base.is_absolute():
-        base = ROOT / base
+    base = in_project(sweep.dir)
     grid = grid_axes(OmegaConf.to_container(sweep.grid, resolve=True))
     exclude = sweep.get("exclude")
     exclude = OmegaConf.to_container(exclude, resolve=True) if exclude else []
@@ -95,8 +100,7 @@ def expand(cfg: DictConfig, overrides: list[str]) -> list[Job]:
     # seeds outermost: an interrupted sweep holds complete seed-paired sets of strategies
     keys = sorted(grid, key=lambda k: k != "seed")
     if sweep.get("share_first_round", True) and not cfg.al.get("first_round_cache"):
-        shared = Path(sweep.get("first_rounds") or base / "first_rounds")
-        shared = shared if shared.is_absolute() else ROOT / shared
+        shared = in_project(sweep.get("first_rounds") or base / "first_rounds")
         overrides = [*overrides, f"al.first_round_cache='{shared}'"]
     jobs = []
     for values in itertools.product(*(grid[k] for k in keys)):
@@ -351,8 +355,7 @@ def new_sweep_dir(cfg: DictConfig, overrides: list[str]) -> Path | None:
     """With ``sweep.new=true``: the folder to sweep in when ``sweep.dir``'s saved jobs ran with
     other settings, ``<dir>-2``, ``<dir>-3``, ...: the first that is new or holds this very
     sweep (so rerunning the command resumes it); None when ``sweep.dir`` itself serves."""
-    base = Path(cfg.sweep.dir)
-    base = base if base.is_absolute() else ROOT / base
+    base = in_project(cfg.sweep.dir)
     n = 1
     while True:
         folder = base if n == 1 else base.with_name(f"{base.name}-{n}")
@@ -437,8 +440,7 @@ def _run_on_slurm(cfg: DictConfig, todo: list[Job], pending: list[Job]) -> None:
 
 def sweep_base(cfg: DictConfig) -> Path:
     """``sweep.dir`` as an absolute path (relative ones are under the repository)."""
-    base = Path(cfg.sweep.dir)
-    return base if base.is_absolute() else ROOT / base
+    return in_project(cfg.sweep.dir)
 
 
 def _say_failed(todo: list[Job]) -> None:
@@ -513,8 +515,7 @@ def main_list(overrides: list[str]) -> int:
 
 def report_with(cfg: DictConfig) -> list[Path]:
     """``sweep.report_with``'s folders, checked before any job runs rather than after all."""
-    folders = [Path(str(d)) for d in cfg.sweep.get("report_with") or []]
-    folders = [d if d.is_absolute() else ROOT / d for d in folders]
+    folders = [in_project(d) for d in cfg.sweep.get("report_with") or []]
     missing = [str(d) for d in folders if not d.is_dir()]
     if missing:
         raise ConfigError(
@@ -552,8 +553,7 @@ def main_sweep(overrides: list[str]) -> int:
     if any(j.status == "submitted" for j in jobs):  # sweep.slurm.wait=false: nothing to report yet
         return 0
     if runs:
-        report_dir = Path(cfg.sweep.get("report_dir") or base / "report")
-        report_dir = report_dir if report_dir.is_absolute() else ROOT / report_dir
+        report_dir = in_project(cfg.sweep.get("report_dir") or base / "report")
         # on the seeds every arm finished: a failed job, or an arm of report_with's folders
         # run on fewer seeds, costs its seed rather than a whole arm (which the report drops)
         main_report([base, *others], report_dir, complete_seeds=True)
