@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 from scipy import stats
 
 from axal.report import summarize, write_report
@@ -19,7 +20,7 @@ from axal.report.statistics import (
     reml_random_intercept,
     seeds_for_difference,
 )
-from axal.sweep import compose_sweep, expand
+from axal.sweep import compose_sweep, expand, in_project, report_with
 from tests.test_report import make_run, random_dice
 
 
@@ -254,3 +255,28 @@ def test_the_study_grid_has_its_arms_on_every_seed():
         "strategy=full,steps=3000",
         "strategy=full,steps=10000",
     }
+
+
+@pytest.mark.parametrize(
+    "experiment, arm",
+    [
+        ("tem_tile_axonmyelin_late_teacher", "strategy=random,semi=mean_teacher,from_round=1"),
+        ("tem_tile_axonmyelin_typiclust", "strategy=typiclust_then_bald_power"),
+    ],
+)
+def test_a_follow_on_arm_keeps_the_study_design_and_its_round_0s(experiment, arm):
+    """A follow-on arm is compared with the study's arms, so it must test the same mice on the
+    same seeds with the same budget grid, train round 0 where the study's round 0s are, and
+    report beside the study's folder, from its own folder."""
+    study = compose_sweep(["experiment=tem_tile_axonmyelin"])
+    cfg = compose_sweep([f"experiment={experiment}"])
+    for key in ("task", "dataset.test_subjects", "al.per_round", "al.rounds", "trainer.steps"):
+        assert OmegaConf.select(cfg, key) == OmegaConf.select(study, key), key
+    jobs = expand(cfg, [])
+    assert _arms(jobs)[arm] == {f"seed{s}" for s in range(20)}
+    study_dir = in_project(study.sweep.dir)
+    assert in_project(cfg.sweep.dir) != study_dir
+    assert not {j.run_dir for j in jobs} & {j.run_dir for j in expand(study, [])}
+    caches = {o for j in jobs for o in j.overrides if o.startswith("al.first_round_cache=")}
+    assert caches == {f"al.first_round_cache='{study_dir / 'first_rounds'}'"}
+    assert report_with(cfg) == [study_dir]
