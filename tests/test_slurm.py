@@ -123,12 +123,18 @@ def _interrupt_mid_run(
 
 
 def _release(cluster: LocalSlurm, task: str) -> None:
-    """Once the requeued ``task`` is pending again, let it start now; return when it has."""
+    """Once the requeued ``task`` is pending again, let it start now; return when it has.
+
+    Not in the second its last attempt ended: slurmd revokes that attempt's credential at
+    one-second resolution, and a relaunch in the same second dies as "Job credential revoked"
+    (a real cluster's two-minute hold never meets it)."""
     deadline = time.monotonic() + 60
     pending = False
     while time.monotonic() < deadline:
         info = _scontrol(cluster, "show", "job", task).stdout
         if "JobState=PENDING" in info:
+            if not pending:
+                time.sleep(2.0)
             pending = True
             _scontrol(cluster, "update", f"JobId={task}", "StartTime=now")
         elif pending:
