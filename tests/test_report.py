@@ -700,6 +700,24 @@ def test_restarts_are_counted_per_strategy(tmp_path):
     assert "| 3 (2 rounds) |" in md and "3 restart(s) in this group" in md
 
 
+def test_a_round_kept_collapsed_is_named_in_the_report(tmp_path):
+    """A round whose restarts ran out keeps its (collapsed) scores; the reader is told which."""
+    runs = [make_run("tem", st, s, random_dice, 12) for st in ("random", "bald") for s in (0, 1)]
+    runs[3]["rounds"][2].update(restarts=2, collapsed=True)  # bald seed 1, round 2
+    runs[0]["rounds"][1].update(restarts=1, collapsed=False)  # retrained, then fine: not named
+    summary = write_report(runs, tmp_path)
+    tem = summary["datasets"]["tem"]
+    assert tem["strategies"]["bald"]["collapsed"] == ["seed 1 round 2"]
+    assert tem["strategies"]["random"]["collapsed"] == []
+    note = "rounds kept collapsed (still collapsed when the restarts ran out"
+    named = [n for n in tem["notes"] if n.startswith(note)]
+    assert len(named) == 1 and named[0].endswith("bald: seed 1 round 2")
+    assert note in (tmp_path / "table.md").read_text()
+    assert "bald: seed 1 round 2" in (tmp_path / "report.html").read_text()
+    clean = write_report(runs[:3], tmp_path / "clean")
+    assert not any(n.startswith(note) for n in clean["datasets"]["tem"]["notes"])
+
+
 def test_units_axis_has_integer_ticks(tmp_path):
     runs = [make_run("tem", "random", s, random_dice, 4) for s in (0, 1)]
     for run in runs:  # budgets 1 and 2: matplotlib's default ticks would be 1.0, 1.2, ...

@@ -55,6 +55,16 @@ def run_restarts(run: Mapping) -> tuple[int, int]:
     return sum(counts), sum(c > 0 for c in counts)
 
 
+def collapsed_rounds(run: Mapping) -> list[int]:
+    """Rounds whose kept model still failed the collapse check once its restarts ran out.
+
+    Their scores stay in the curves (dropping them would flatter the arm), so the report names
+    them instead.
+    """
+    rounds = run.get("rounds", [])
+    return [int(r.get("round", i)) for i, r in enumerate(rounds) if r.get("collapsed")]
+
+
 # --------------------------------------------------------------------------------------------
 # Curve metrics
 # --------------------------------------------------------------------------------------------

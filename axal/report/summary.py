@@ -27,6 +27,7 @@ from axal.report.statistics import (
     area_under_curve,
     bootstrap_ratio_ci,
     budget_steps,
+    collapsed_rounds,
     effort_to_aim,
     holm,
     interpolate_at,
@@ -746,6 +747,12 @@ def summarize(runs: list[dict], few_seeds: bool = False) -> dict:
                     t, k = run_restarts(d)
                     total, rounds_restarted = total + t, rounds_restarted + k
             n_draws = sum(len(draws(per[s])) for s in seeds)
+            collapsed = [
+                f"seed {s}{f' draw {k + 1}' if k else ''} round {r}"
+                for s in seeds
+                for k, d in enumerate(draws(per[s]))
+                for r in collapsed_rounds(d)
+            ]
             st_out[st] = {
                 "n_seeds": len(seeds),
                 "seeds": seeds,
@@ -769,6 +776,7 @@ def summarize(runs: list[dict], few_seeds: bool = False) -> dict:
                 "labels_to_95_interpolated": _stat_block(i95, ci95),
                 "budget_fraction_to_95": _stat_block(f95, cf95),
                 "restarts": {"total": total, "rounds": rounds_restarted},
+                "collapsed": collapsed,
                 "acquire_seconds": _stat_block(
                     {s: _mean(acquire_seconds(d) for d in draws(per[s])) for s in seeds}
                 ),
@@ -781,6 +789,12 @@ def summarize(runs: list[dict], few_seeds: bool = False) -> dict:
                 f"{steps[1]:.2f}x, so a seed's budget to 95% read off the rounds (the saving "
                 "column) resolves a ratio only to those steps; the interpolated saving reads it "
                 "between rounds (a straight curve assumed)"
+            )
+        kept = [f"{st}: {', '.join(s['collapsed'])}" for st, s in st_out.items() if s["collapsed"]]
+        if kept:
+            ds_notes.append(
+                "rounds kept collapsed (still collapsed when the restarts ran out; their scores "
+                f"stay in the curves): {'; '.join(kept)}"
             )
         restarts_total = sum(s["restarts"]["total"] for s in st_out.values())
         if reference is not None:
