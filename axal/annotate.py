@@ -11,7 +11,8 @@ where labels come from (mask files, not hidden ground truth) and what comes out 
 The work folder (``annotate.out``, default ``<root>/axal``) keeps the state between runs::
 
     rounds.json          every round: labelled units, mask digests, checkpoint, seed, the
-                         scores of every pool unit and the suggestions they chose
+                         scores of every pool unit, the suggestions they chose, and the
+                         machine and libraries that trained it
     checkpoints/round-<k>.ckpt
     suggestions.csv      the latest suggestions: rank, image, x, y, width, height, score, strategy
     overlays/            one PNG per suggestion: the image, its uncertainty, the box
@@ -62,6 +63,7 @@ from axal.atomic import atomic_write, atomic_write_json
 from axal.checkpoint import CheckpointError
 from axal.data import DataError, Sample, load_dataset, resample
 from axal.domain import unit_image
+from axal.environment import environment
 from axal.errors import override
 from axal.midround import partial_path
 from axal.overlays import save_overlay_png
@@ -616,6 +618,7 @@ def _annotate_locked(
         "predictions": predictions,
         "predictions_beside_images": beside,
         "config": OmegaConf.to_container(cfg, resolve=True),
+        "environment": environment(),  # a lab's rounds may run on different machines
     }
     state["rounds"].append(record)
     atomic_write_json(out / RECORD, state)  # after the checkpoint it names (active_round)

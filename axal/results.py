@@ -55,16 +55,19 @@ class RoundRecord(TypedDict, total=False):
 
 
 class Resume(TypedDict):
-    """One ``resume=`` of the run: when, from which round, its config file, what it changed."""
+    """One ``resume=`` of the run: when, from which round, its config file, what it changed,
+    and the machine that resumed it (``environment``; absent in runs recorded before it)."""
 
     at: str
     from_round: int
     config: str
     changed: dict[str, list]
+    environment: dict[str, Any]
 
 
 class Results(TypedDict, total=False):
-    """The whole ``results.json`` of one run (``pool_pixels`` and ``resumes`` come later)."""
+    """The whole ``results.json`` of one run (``pool_pixels``, ``environment`` and ``resumes``
+    come later)."""
 
     dataset: str
     task: str
@@ -80,6 +83,7 @@ class Results(TypedDict, total=False):
     finished: bool
     config: dict[str, Any]
     pool_pixels: int
+    environment: dict[str, Any]  # axal.environment.environment() when the run started
     resumes: list[Resume]
 
 

@@ -28,6 +28,7 @@ from axal.acquisition import Strategy
 from axal.atomic import atomic_write, atomic_write_json
 from axal.data import check_foreground
 from axal.domain import TASKS
+from axal.environment import environment
 from axal.errors import ConfigError
 from axal.first_round import data_digest, entry_dir
 from axal.pools import ActiveDataModule, Unit
@@ -94,6 +95,7 @@ def _run_locked(cfg: DictConfig, run_dir: Path, strategy: Strategy, resume: bool
     n_classes = TASKS[cfg.task]
     if not resume:
         results = _new_results(cfg, make_splits(cfg, samples))
+        results["environment"] = environment()
     splits = results["splits"]
     dm = ActiveDataModule(
         samples,
@@ -129,6 +131,7 @@ def _run_locked(cfg: DictConfig, run_dir: Path, strategy: Strategy, resume: bool
                 "from_round": done,
                 "config": written.name,
                 "changed": changes,
+                "environment": environment(),
             }
         )
         log.info("resuming %s at round %d (config: %s)", run_dir, done, written.name)

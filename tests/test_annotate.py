@@ -127,6 +127,8 @@ def test_two_rounds_on_real_tem_cases_with_a_simulated_annotator(tmp_path):
         check_predictions(out, stem, "image", (600, 600))
     saved = json.loads((out / "rounds.json").read_text())
     assert [r["round"] for r in saved["rounds"]] == [0, 1] and saved["task"] == "axonmyelin"
+    # each round names the machine and libraries that trained it
+    assert all(r["environment"]["torch"] and r["environment"]["cpu"] for r in saved["rounds"])
 
 
 def test_tile_suggestions_count_only_their_boxes(tmp_path):

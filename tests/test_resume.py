@@ -85,6 +85,25 @@ def test_extending_a_finished_run_matches_a_longer_run(cfg_factory, tmp_path):
     assert [r.split(",")[column] for r in rows[1:]] == ["0", "1", "2"]
 
 
+def test_a_run_records_its_machine_and_a_resume_records_its_own(cfg_factory, tmp_path, monkeypatch):
+    """Runs of one config can differ across machines; the record says which machine ran what."""
+    import torch
+
+    from axal import environment
+
+    run(cfg_factory("al.rounds=1"), tmp_path)
+    first = _results(tmp_path)["environment"]
+    assert first["torch"] == torch.__version__ and first["lightning"]
+    assert first["cpu"] == environment.cpu_model() and first["cpu"]
+    assert first["torch_threads"] == torch.get_num_threads() and first["device"] == "cpu"
+    monkeypatch.setattr(environment, "cpu_model", lambda: "the other lab's CPU")
+    run(cfg_factory("al.rounds=2", f"resume={tmp_path}"), tmp_path)
+    saved = _results(tmp_path)
+    assert saved["environment"] == first  # where the run started stays recorded
+    assert saved["resumes"][-1]["from_round"] == 1
+    assert saved["resumes"][-1]["environment"]["cpu"] == "the other lab's CPU"
+
+
 def test_resuming_a_finished_run_without_more_rounds_changes_nothing(cfg_factory, tmp_path):
     run(cfg_factory("al.rounds=1"), tmp_path)
     before = _files(tmp_path)
