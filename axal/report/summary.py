@@ -741,18 +741,14 @@ def summarize(runs: list[dict], few_seeds: bool = False) -> dict:
                     per_class[metric] = _cell(vals)
             lab = _lab_at_end([draws(per[s]) for s in seeds]) if axonmyelin else {}
             aim = _aim_block(per, seeds, full) if axonmyelin else None
-            total, rounds_restarted = 0, 0
+            total, rounds_restarted, collapsed = 0, 0, []
             for s in seeds:
-                for d in draws(per[s]):
-                    t, k = run_restarts(d)
-                    total, rounds_restarted = total + t, rounds_restarted + k
+                for k, d in enumerate(draws(per[s])):
+                    t, n = run_restarts(d)
+                    total, rounds_restarted = total + t, rounds_restarted + n
+                    draw = f" draw {k + 1}" if k else ""
+                    collapsed += [f"seed {s}{draw} round {r}" for r in collapsed_rounds(d)]
             n_draws = sum(len(draws(per[s])) for s in seeds)
-            collapsed = [
-                f"seed {s}{f' draw {k + 1}' if k else ''} round {r}"
-                for s in seeds
-                for k, d in enumerate(draws(per[s]))
-                for r in collapsed_rounds(d)
-            ]
             st_out[st] = {
                 "n_seeds": len(seeds),
                 "seeds": seeds,
