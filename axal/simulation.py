@@ -95,7 +95,6 @@ def _run_locked(cfg: DictConfig, run_dir: Path, strategy: Strategy, resume: bool
     n_classes = TASKS[cfg.task]
     if not resume:
         results = _new_results(cfg, make_splits(cfg, samples))
-        results["environment"] = environment()
     splits = results["splits"]
     dm = ActiveDataModule(
         samples,
@@ -173,6 +172,7 @@ def _new_results(cfg: DictConfig, splits: dict[str, list[str]]) -> Results:
         rounds=[],
         finished=False,
         config=OmegaConf.to_container(cfg, resolve=True),
+        environment=environment(),
     )
 
 
