@@ -874,6 +874,28 @@ def test_effort_to_the_aim_needs_both_dice_and_gratio_and_counts_picks_before_it
     assert math.isnan(effort_to_aim(no_gratio, 0.9)[0])
 
 
+def test_which_arm_reaches_a_target_first_counts_a_seed_that_never_did_as_its_bound():
+    """Gehan's scoring: a seed that never reaches spent more than its bound, so it loses to
+    one that reached for less; the seeds the data cannot order are undecided, not wins."""
+    from axal.report.statistics import first_to_reach
+
+    arm = {"0": 10, "1": 30, "2": 15, "3": 50, "4": 60, "5": 10, "6": 10, "7": 20, "8": 5}
+    base = {"0": 20, "1": 20, "2": 40, "3": 40, "4": 40, "5": 5, "6": 12, "7": 20, "8": None}
+    # arm never reached on 4, 5, 6; random never on 2, 3, 4; seed 8 has no random value
+    first = first_to_reach(arm, ["4", "5", "6"], base, ["2", "3", "4"])
+    assert first["arm_first"] == ["0", "2"]  # 10 < 20; 15 reached before random's bound 40
+    assert first["base_first"] == ["1", "5"]  # 20 < 30; 5 reached before the arm's bound 10
+    assert first["tied"] == ["7"]
+    assert first["undecided"] == ["3", "4", "6"]  # 50 > bound 40; both never; 12 > bound 10
+    assert first["n_decided"] == 4 and first["sign_p"] == pytest.approx(1.0)
+    assert first["min_p"] == pytest.approx(2 / 2**4)
+    six = first_to_reach({str(s): 1.0 for s in range(6)}, [], {str(s): 2.0 for s in range(6)}, [])
+    assert six["arm_first"] == [str(s) for s in range(6)]
+    assert six["sign_p"] == pytest.approx(2 / 2**6)  # exact two-sided binomial, 6 of 6
+    nothing = first_to_reach({"0": 3.0}, ["0"], {"0": 4.0}, ["0"])
+    assert nothing["n_decided"] == 0 and math.isnan(nothing["sign_p"])
+
+
 def test_the_report_says_whether_an_arm_reaches_the_aim(tmp_path):
     """95% of the full-data Dice (0.9 here) with the g-ratio within 0.01, 5 seeds: random gets there
     after 100 s of corrections, 'cheap' after 30 s (ratio 0.3 on every seed: reached),
@@ -904,6 +926,15 @@ def test_the_report_says_whether_an_arm_reaches_the_aim(tmp_path):
     assert never["stats"]["aim"]["verdict"].startswith("not reached (5 seed(s) never")
     table = (tmp_path / "table.md").read_text()
     assert "| cheap | 5 of 5 |" in table and "| reached |" in table
+    # cheap reaches the aim for less on all 5 seeds; never spends its whole run (1049 s and
+    # more) without reaching it, more than random's 100-104 s: random is first on all 5
+    assert cheap["stats"]["aim"]["first"]["arm_first"] == ["0", "1", "2", "3", "4"]
+    assert never["stats"]["aim"]["first"]["base_first"] == ["0", "1", "2", "3", "4"]
+    assert "| 5 / 0 (0 undecided) | 0.062 (cannot go below 0.062) |" in table
+    rows = {r["strategy"]: r for r in csv.DictReader((tmp_path / "summary.csv").open())}
+    assert (
+        rows["never"]["first_to_aim_random"] == "5" and rows["random"]["first_to_aim_random"] == ""
+    )
     # the same arms on 4 seeds: too few for a verdict
     few = summarize([r for r in runs if r["seed"] != 4])["datasets"]["tem/tile"]
     assert few["strategies"]["cheap"]["stats"]["aim"]["verdict"].startswith("not shown (4 paired")

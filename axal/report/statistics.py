@@ -1,7 +1,7 @@
 """Numbers behind the report: learning curves on either budget axis, normalised ALC, budget
 to reach a target, and the paired-by-seed statistics (Holm, t intervals, bootstrap, Wilcoxon,
-minimum detectable difference), the mixed model per test subject and the exact
-paired-t seed count.
+minimum detectable difference), the mixed model per test subject, the exact
+paired-t seed count, and the sign test of which arm reaches a target first.
 
 Pure functions of run dicts and arrays, so each number can be checked by hand in the tests.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -207,6 +208,48 @@ def effort_to_aim(run: Mapping, full_dice: float) -> tuple[float, bool]:
         if correction is not None:
             spent += float(correction["correction_seconds"])
     return spent, True
+
+
+def first_to_reach(
+    arm: Mapping[str, float],
+    arm_censored: Iterable[str],
+    base: Mapping[str, float],
+    base_censored: Iterable[str],
+) -> dict:
+    """Which of two arms reaches a target for less, seed by seed, when some seeds never reach
+    it; and an exact two-sided sign test over the seeds the data decide.
+
+    A value is what a seed spent to reach the target; a censored one never reached it, so its
+    true cost lies above the value (a lower bound). A ratio of means counts a bound as if it
+    were a cost, which a censored seed on either side pushes in its own direction; this is
+    Gehan's scoring of paired censored observations instead. A seed is decided when both
+    reached (the lower wins; equal is a tie) or when one reached for less than the other spent
+    without reaching; it is undecided when both never reached, or when the one that reached
+    spent more than the other's bound. Seeds not finite in both are left out.
+    """
+    arm_c, base_c = {str(s) for s in arm_censored}, {str(s) for s in base_censored}
+    out: dict[str, Any] = {"arm_first": [], "base_first": [], "tied": [], "undecided": []}
+    for seed in arm:
+        a, b = (math.nan if v is None else float(v) for v in (arm[seed], base.get(seed)))
+        if not (math.isfinite(a) and math.isfinite(b)):
+            continue
+        ca, cb = str(seed) in arm_c, str(seed) in base_c
+        if ca and cb:
+            outcome = "undecided"
+        elif ca:
+            outcome = "base_first" if b < a else "undecided"
+        elif cb:
+            outcome = "arm_first" if a < b else "undecided"
+        else:
+            outcome = "arm_first" if a < b else "base_first" if b < a else "tied"
+        out[outcome].append(str(seed))
+    wins, losses = len(out["arm_first"]), len(out["base_first"])
+    n = wins + losses
+    out["n_decided"] = n
+    out["sign_p"] = float(stats.binomtest(wins, n, 0.5).pvalue) if n else float("nan")
+    # with n decided seeds a two-sided sign test cannot go below 2 / 2**n
+    out["min_p"] = 2.0 / 2**n if n else float("nan")
+    return out
 
 
 def holm(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:

@@ -29,6 +29,7 @@ from axal.report.statistics import (
     budget_steps,
     collapsed_rounds,
     effort_to_aim,
+    first_to_reach,
     holm,
     interpolate_at,
     labels_to_reach,
@@ -989,6 +990,7 @@ def _paired_stats(st_out: dict[str, dict], baseline: str | None, ds_notes: list[
             "alc_diff_sd": sd,
             "seeds_for_1_point": seeds_for_difference(sd, ONE_POINT),
             "mixed": _mixed(cur["alc_per_subject"], base["alc_per_subject"]),
+            "first_to_95": _first(cur["labels_to_95"], base["labels_to_95"]),
             "note": "; ".join(notes),
         }
         if cur.get("effort_to_aim") and base.get("effort_to_aim"):
@@ -1030,7 +1032,18 @@ def _aim_ratio(cur: dict, base: dict) -> dict:
         "arm_censored_seeds": arm_censored,
         "random_censored_seeds": base_censored,
         "verdict": verdict,
+        "first": _first(cur, base),
     }
+
+
+def _first(cur: dict, base: dict) -> dict:
+    """Seed by seed, which of the two reaches the target for less (censoring-aware)."""
+    return first_to_reach(
+        cur["per_seed"],
+        cur.get("censored_seeds", []),
+        base["per_seed"],
+        base.get("censored_seeds", []),
+    )
 
 
 def _mixed(cur: Mapping[str, Mapping], base: Mapping[str, Mapping]) -> dict:

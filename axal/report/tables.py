@@ -44,6 +44,14 @@ SUMMARY_EXTRA_COLUMNS = [
     "budget_fraction_to_95_mean",
     "mde_alc",
     "restarts",
+    "first_to_95_strategy",
+    "first_to_95_random",
+    "first_to_95_undecided",
+    "first_to_95_sign_p",
+    "first_to_aim_strategy",
+    "first_to_aim_random",
+    "first_to_aim_undecided",
+    "first_to_aim_sign_p",
 ]
 FULL_ROW = "full data"
 METRIC_NAMES = {"dice": "Dice", "dice_myelin": "myelin Dice", "dice_axon": "axon Dice"}
@@ -131,6 +139,21 @@ def _fmt_cell(cell: dict | None, n_seeds: int | None = None) -> str:
     if n_seeds is None or cell["n"] != n_seeds:
         txt += f" (n={cell['n']})"
     return txt
+
+
+def _fmt_first(first: dict | None) -> list[str]:
+    """Two cells of :func:`first_to_reach`: 'arm / random first (undecided, tied)' and the
+    sign test's p, with the smallest p its decided seeds allow when that is not small."""
+    if not first:
+        return ["—", "—"]
+    rest = [f"{len(first['undecided'])} undecided"]
+    if first["tied"]:
+        rest.append(f"{len(first['tied'])} tied")
+    cells = f"{len(first['arm_first'])} / {len(first['base_first'])} ({', '.join(rest)})"
+    p = _fmt_p(first["sign_p"])
+    if first["n_decided"] and _num(first["min_p"]) > 0.05:
+        p += f" (cannot go below {_fmt_p(first['min_p'])})"
+    return [cells, p]
 
 
 def _fmt_restarts(block: dict) -> str:
@@ -255,6 +278,8 @@ def aim_table(d: dict) -> Table | None:
         "ratio to random",
         "bootstrap 95% CI",
         "aim (CI upper bound < 0.5)",
+        "first to the aim: strategy / random",
+        "sign test p",
     ]
     body = []
     for st, s in arms.items():
@@ -269,10 +294,22 @@ def aim_table(d: dict) -> Table | None:
         if aim:
             ci = aim["ratio_ci"]
             row += [_fmt(aim["ratio"]), f"[{_fmt(ci[0])}, {_fmt(ci[1])}]", aim["verdict"]]
+            row += _fmt_first(aim.get("first"))
         else:
-            row += ["(baseline)" if st == d.get("baseline") else "—", "", ""]
+            row += ["(baseline)" if st == d.get("baseline") else "—", "", "", "", ""]
         body.append(row)
     return head, body
+
+
+FIRST_RULE = (
+    "seeds on which the strategy reaches it for less than random / seeds on which random does "
+    "(random's draws averaged), counting censoring as Gehan's scoring does: a seed that never "
+    "reaches it spent more than its bound, so it loses to a seed that reached for less than "
+    "that bound; the seed is undecided when neither reaches, or when the one that reached "
+    "spent more than the other's bound. The sign test p is the exact two-sided binomial test "
+    "of the decided seeds (ties left out); with n decided seeds it cannot go below 2 / 2^n, so "
+    "a large p from few decided seeds means not shown, not no difference"
+)
 
 
 def aim_definitions(d: dict) -> list[tuple[str, str]]:
@@ -305,6 +342,7 @@ def aim_definitions(d: dict) -> list[tuple[str, str]]:
             "of the arm meets it; not shown with fewer than 5 paired seeds (a bootstrap over fewer "
             "has too few distinct resamples to be an interval)",
         ),
+        ("first to the aim", f"{FIRST_RULE}."),
     ]
 
 
@@ -327,7 +365,7 @@ def stats_table(d: dict) -> Table | None:
     if _show_pixels(d):
         head += ["pixel ratio @95%", "pixel ratio 95% CI"]
     head += ["saving @95%, interpolated", "seeds for 1 point"]
-    head.append("note")
+    head += ["first to 95%: strategy / random", "sign test p", "note"]
     body = []
     for st, s in rows:
         row = [
@@ -350,6 +388,7 @@ def stats_table(d: dict) -> Table | None:
         )
         n1 = s.get("seeds_for_1_point")
         row.append(str(n1) if n1 else "—")
+        row += _fmt_first(s.get("first_to_95"))
         row.append(s["note"] or "")
         body.append(row)
     return head, body
@@ -623,6 +662,11 @@ def stats_definitions(d: dict) -> list[tuple[str, str]]:
             "of 1 Dice point with power 0.8, given the SD of these per-seed ALC differences: "
             "exact, from the noncentral t distribution.",
         ),
+        (
+            "first to 95%",
+            f"the {reach}-to-95% of each paired seed, read as a race: {FIRST_RULE}. Unlike "
+            "the ratio, it needs no value for a seed that never reaches 95%.",
+        ),
     ]
     return terms
 
@@ -849,6 +893,20 @@ def _summary_csv(summary: dict) -> str:
                     _csv_num(s["budget_fraction_to_95"]["mean"]),
                     "" if is_base else _csv_num(s.get("mde_alc")),
                     s["restarts"]["total"],
+                    *_csv_first(None if is_base else stt.get("first_to_95")),
+                    *_csv_first(None if is_base else (stt.get("aim") or {}).get("first")),
                 ]
             )
     return buf.getvalue()
+
+
+def _csv_first(first: dict | None) -> list[Any]:
+    """summary.csv's four cells of a :func:`first_to_reach`; blank without one."""
+    if not first:
+        return ["", "", "", ""]
+    return [
+        len(first["arm_first"]),
+        len(first["base_first"]),
+        len(first["undecided"]),
+        _csv_num(first["sign_p"]),
+    ]
