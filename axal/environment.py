@@ -17,6 +17,10 @@ from typing import Any
 LIBRARIES = ("lightning", "segmentation-models-pytorch", "albumentations", "numpy")
 # the vector extensions that choose torch's CPU kernels (a virtual CPU's model name may not)
 CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile")
+# settings that cap the instruction set torch's kernels use: ATen's own, oneDNN's (the
+# convolutions) and MKL's (matmuls). The same config trains to other weights under another cap
+# (benchmarks/training.py --isa), so a run records them when they are set.
+ISA_SETTINGS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_CBWR")
 
 
 def _cpuinfo(key: str) -> str | None:
@@ -59,6 +63,8 @@ def environment() -> dict[str, Any]:
         "cpu": cpu_model(),
         "cpu_features": cpu_features(),
         "cpu_count": os.cpu_count(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "isa_settings": {k: os.environ[k] for k in ISA_SETTINGS if k in os.environ},
         "torch_threads": torch.get_num_threads(),
         "device": torch.cuda.get_device_name(0) if cuda else "cpu",
     }

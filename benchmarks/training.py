@@ -28,6 +28,14 @@ its own process. The settings take turns (``--reps`` rounds of ``--seconds`` eac
 rotating), so a noisy machine slows them alike; it prints per setting the median steps/s and
 the median of its per-round ratio to fp32. torch.compile is timed in a second phase against
 fp32 eager; a compile that fails, or exceeds ``--compile-timeout``, is recorded, not fatal.
+
+Instruction set: ``--isa`` trains the bare loop ``--isa-steps`` steps from seed 0, 1 thread, once
+per setting of ISAS (native; oneDNN capped at AVX2; ATen, oneDNN and MKL all capped at AVX2),
+each in its own process, ``--reps`` times in rotating order. It prints per setting the median
+steps/s and its ratio to native, whether its repeats trained identical weights (the run-to-run
+determinism the comparison needs; null with one repeat), and the largest parameter difference
+and final loss against native: whether the instruction set alone moves the floats of one
+config, seed and thread count, and what capping it would cost.
 """
 
 from __future__ import annotations
@@ -186,7 +194,8 @@ PRECISIONS = {  # name: (channels_last, autocast dtype)
 
 
 def _training_step(cfg, channels_last: bool, dtype, compiled: bool = False):
-    """One optimizer step of the bare loop in this setting, as a closure (its own model)."""
+    """One optimizer step of the bare loop in this setting, as a closure (its own model, on
+    ``step.model``) that returns the step's loss."""
     L.seed_everything(0, verbose=False)
     cfg = cfg.copy()
     cfg.model.module.channels_last = channels_last
@@ -205,7 +214,9 @@ def _training_step(cfg, channels_last: bool, dtype, compiled: bool = False):
             loss = model.loss_fn(net(x), y)
         loss.backward()
         opt.step()
+        return loss.detach()
 
+    step.model = model
     return step
 
 
@@ -284,6 +295,84 @@ def precision(models: list[str], reps: int, seconds: float, compile_timeout: flo
     return {"threads": 1, "reps": reps, "seconds_per_rep": seconds, "models": table}
 
 
+# name: environment of the child process. Each library picks its kernels' instruction set once,
+# when it loads: ATen (ATEN_CPU_CAPABILITY), oneDNN, which runs the convolutions
+# (ONEDNN_MAX_CPU_ISA), and MKL, which runs the matmuls (MKL_CBWR). AVX2 is the widest set
+# that AVX-512 and AVX2-only processors share.
+ISAS = {
+    "native": {},
+    "onednn_avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "all_avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"},
+}
+
+
+def isa_child(steps: int, out: str, overrides: list[str]) -> None:
+    """``steps`` steps of the bare loop from seed 0; the weights to ``out``, one JSON line."""
+    step = _training_step(compose_cfg(overrides), False, None)
+    start = time.perf_counter()
+    for _ in range(steps):
+        loss = step()
+    rate = steps / (time.perf_counter() - start)
+    torch.save({k: v.detach() for k, v in step.model.named_parameters()}, out)
+    capability = torch.backends.cpu.get_cpu_capability()
+    print(json.dumps({"steps_per_s": rate, "loss": float(loss), "cpu_capability": capability}))
+
+
+def isa(steps: int, reps: int, overrides: list[str]) -> dict:
+    """:func:`isa_child` per setting of ISAS, ``reps`` times each in rotating order."""
+    names = list(ISAS)
+    load = os.getloadavg()[0]  # other work on the machine: read the ratios, not the rates
+    runs: dict[str, list[dict]] = {name: [] for name in names}
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(reps):
+            for name in names[rep % len(names) :] + names[: rep % len(names)]:
+                out = str(Path(tmp, f"{name}-{rep}.pt"))
+                env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+                for key in {k for v in ISAS.values() for k in v}:
+                    env.pop(key, None)
+                env.update(ISAS[name])
+                cmd = [sys.executable, __file__, "--threads", "1", "--isa-child", out]
+                cmd += ["--isa-steps", str(steps), *overrides]
+                line = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+                row = json.loads(line.stdout.strip().splitlines()[-1])
+                row["weights"] = torch.load(out)
+                runs[name].append(row)
+    native = runs["native"][0]["weights"]
+
+    def max_diff(a: dict, b: dict) -> float:
+        return max(float((a[k].float() - b[k].float()).abs().max()) for k in a if a[k].numel())
+
+    def same(a: dict, b: dict) -> bool:
+        return all(torch.equal(a[k], b[k]) for k in a)
+
+    rate0 = statistics.median(r["steps_per_s"] for r in runs["native"])
+    table = {}
+    for name, rows in runs.items():
+        rate = statistics.median(r["steps_per_s"] for r in rows)
+        table[name] = {
+            "env": ISAS[name],
+            "cpu_capability": rows[0]["cpu_capability"],
+            "steps_per_s": round(rate, 3),
+            "vs_native": round(rate / rate0, 3),
+            "repeats_identical": (
+                all(same(rows[0]["weights"], r["weights"]) for r in rows[1:])
+                if len(rows) > 1
+                else None
+            ),
+            "identical_to_native": same(rows[0]["weights"], native),
+            "max_abs_param_diff_vs_native": max_diff(rows[0]["weights"], native),
+            "final_loss": [r["loss"] for r in rows],
+        }
+    return {
+        "steps": steps,
+        "reps": reps,
+        "threads": 1,
+        "overrides": overrides,
+        "load_avg_1m_before": load,
+        "isas": table,
+    }
+
+
 def _bare_in_child(policy: str, threads: int, seconds: float, overrides: list[str]) -> float:
     """Bare steps/s in a fresh process: OpenMP reads its wait policy once, when torch loads."""
     env = dict(
@@ -341,12 +430,22 @@ def main() -> None:
     parser.add_argument("--compile-timeout", type=float, default=300.0)
     parser.add_argument("--precision-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--bare", type=float, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--isa", action="store_true", help="instruction-set caps: floats, speed")
+    parser.add_argument("--isa-steps", type=int, default=30, help="steps per --isa run")
+    parser.add_argument("--isa-child", default=None, help=argparse.SUPPRESS)
     args, overrides = parser.parse_known_args()
     args.threads = args.threads or usable_cpus()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("AXAL_DATA", str(ROOT.parent / "shared" / "data"))
     if args.bare is not None:  # a child of --compete
         print(bare_steps_per_s(compose_cfg(overrides), 10**9, seconds=args.bare))
+        return
+    if args.isa_child is not None:
+        isa_child(args.isa_steps, args.isa_child, overrides)
+        return
+    if args.isa:
+        reps = args.reps if "--reps" in sys.argv else 2
+        print(json.dumps(isa(args.isa_steps, reps, overrides)))
         return
     if args.precision_child is not None:
         precision_child(args.precision_child, args.reps, args.seconds, not args.no_compile)

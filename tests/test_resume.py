@@ -91,17 +91,24 @@ def test_a_run_records_its_machine_and_a_resume_records_its_own(cfg_factory, tmp
 
     from axal import environment
 
+    for name in environment.ISA_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
     run(cfg_factory("al.rounds=1"), tmp_path)
     first = _results(tmp_path)["environment"]
+    # the instruction set torch's kernels run on, and no cap on it
+    assert first["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert first["isa_settings"] == {}
     assert first["torch"] == torch.__version__ and first["lightning"]
     assert first["cpu"] == environment.cpu_model() and first["cpu"]
     assert first["torch_threads"] == torch.get_num_threads() and first["device"] == "cpu"
     monkeypatch.setattr(environment, "cpu_model", lambda: "the other lab's CPU")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # that lab caps oneDNN's instruction set
     run(cfg_factory("al.rounds=2", f"resume={tmp_path}"), tmp_path)
     saved = _results(tmp_path)
     assert saved["environment"] == first  # where the run started stays recorded
     assert saved["resumes"][-1]["from_round"] == 1
     assert saved["resumes"][-1]["environment"]["cpu"] == "the other lab's CPU"
+    assert saved["resumes"][-1]["environment"]["isa_settings"] == {"ONEDNN_MAX_CPU_ISA": "AVX2"}
 
 
 def test_resuming_a_finished_run_without_more_rounds_changes_nothing(cfg_factory, tmp_path):
