@@ -889,6 +889,9 @@ def test_which_arm_reaches_a_target_first_counts_a_seed_that_never_did_as_its_bo
     assert first["undecided"] == ["3", "4", "6"]  # 50 > bound 40; both never; 12 > bound 10
     assert first["n_decided"] == 4 and first["sign_p"] == pytest.approx(1.0)
     assert first["min_p"] == pytest.approx(2 / 2**4)
+    assert first["share_first"] == 0.5  # 2 of the 4 decided seeds
+    low, high = first["share_first_ci"]  # exact binomial: 2 of 4 leaves nearly everything open
+    assert low == pytest.approx(stats.beta.ppf(0.025, 2, 3)) and high == pytest.approx(1 - low)
     six = first_to_reach({str(s): 1.0 for s in range(6)}, [], {str(s): 2.0 for s in range(6)}, [])
     assert six["arm_first"] == [str(s) for s in range(6)]
     assert six["sign_p"] == pytest.approx(2 / 2**6)  # exact two-sided binomial, 6 of 6
@@ -930,7 +933,7 @@ def test_the_report_says_whether_an_arm_reaches_the_aim(tmp_path):
     # more) without reaching it, more than random's 100-104 s: random is first on all 5
     assert cheap["stats"]["aim"]["first"]["arm_first"] == ["0", "1", "2", "3", "4"]
     assert never["stats"]["aim"]["first"]["base_first"] == ["0", "1", "2", "3", "4"]
-    assert "| 5 / 0 (0 undecided) | 0.062 (cannot go below 0.062) |" in table
+    assert "| 5 / 0, 100% [48, 100] (0 undecided) | 0.062 (cannot go below 0.062) |" in table
     rows = {r["strategy"]: r for r in csv.DictReader((tmp_path / "summary.csv").open())}
     assert (
         rows["never"]["first_to_aim_random"] == "5" and rows["random"]["first_to_aim_random"] == ""

@@ -225,7 +225,8 @@ def first_to_reach(
     Gehan's scoring of paired censored observations instead. A seed is decided when both
     reached (the lower wins; equal is a tie) or when one reached for less than the other spent
     without reaching; it is undecided when both never reached, or when the one that reached
-    spent more than the other's bound. Seeds not finite in both are left out.
+    spent more than the other's bound. Seeds not finite in both are left out. The effect size
+    is the share of decided seeds the arm wins, with its exact binomial interval.
     """
     arm_c, base_c = {str(s) for s in arm_censored}, {str(s) for s in base_censored}
     out: dict[str, Any] = {"arm_first": [], "base_first": [], "tied": [], "undecided": []}
@@ -246,7 +247,13 @@ def first_to_reach(
     wins, losses = len(out["arm_first"]), len(out["base_first"])
     n = wins + losses
     out["n_decided"] = n
-    out["sign_p"] = float(stats.binomtest(wins, n, 0.5).pvalue) if n else float("nan")
+    test = stats.binomtest(wins, n, 0.5) if n else None
+    out["sign_p"] = float(test.pvalue) if test else float("nan")
+    # the effect size: the share of decided seeds the arm wins (0.5: neither is ahead), with
+    # its exact (Clopper-Pearson) 95% interval
+    out["share_first"] = wins / n if n else float("nan")
+    ci = test.proportion_ci(method="exact") if test else None
+    out["share_first_ci"] = [float(ci.low), float(ci.high)] if ci else [math.nan, math.nan]
     # with n decided seeds a two-sided sign test cannot go below 2 / 2**n
     out["min_p"] = 2.0 / 2**n if n else float("nan")
     return out

@@ -47,10 +47,12 @@ SUMMARY_EXTRA_COLUMNS = [
     "first_to_95_strategy",
     "first_to_95_random",
     "first_to_95_undecided",
+    "first_to_95_share",
     "first_to_95_sign_p",
     "first_to_aim_strategy",
     "first_to_aim_random",
     "first_to_aim_undecided",
+    "first_to_aim_share",
     "first_to_aim_sign_p",
 ]
 FULL_ROW = "full data"
@@ -149,7 +151,11 @@ def _fmt_first(first: dict | None) -> list[str]:
     rest = [f"{len(first['undecided'])} undecided"]
     if first["tied"]:
         rest.append(f"{len(first['tied'])} tied")
-    cells = f"{len(first['arm_first'])} / {len(first['base_first'])} ({', '.join(rest)})"
+    share, ci = _num(first.get("share_first")), first.get("share_first_ci") or [None, None]
+    won = f"{len(first['arm_first'])} / {len(first['base_first'])}"
+    if math.isfinite(share):
+        won += f", {100 * share:.0f}% [{100 * _num(ci[0]):.0f}, {100 * _num(ci[1]):.0f}]"
+    cells = f"{won} ({', '.join(rest)})"
     p = _fmt_p(first["sign_p"])
     if first["n_decided"] and _num(first["min_p"]) > 0.05:
         p += f" (cannot go below {_fmt_p(first['min_p'])})"
@@ -303,7 +309,9 @@ def aim_table(d: dict) -> Table | None:
 
 FIRST_RULE = (
     "seeds on which the strategy reaches it for less than random / seeds on which random does "
-    "(random's draws averaged), counting censoring as Gehan's scoring does: a seed that never "
+    "(random's draws averaged), then the share of the decided seeds the strategy wins with its "
+    "exact binomial 95% interval (50%: neither is ahead), counting censoring as Gehan's "
+    "scoring does: a seed that never "
     "reaches it spent more than its bound, so it loses to a seed that reached for less than "
     "that bound; the seed is undecided when neither reaches, or when the one that reached "
     "spent more than the other's bound. The sign test p is the exact two-sided binomial test "
@@ -901,12 +909,13 @@ def _summary_csv(summary: dict) -> str:
 
 
 def _csv_first(first: dict | None) -> list[Any]:
-    """summary.csv's four cells of a :func:`first_to_reach`; blank without one."""
+    """summary.csv's five cells of a :func:`first_to_reach`; blank without one."""
     if not first:
-        return ["", "", "", ""]
+        return [""] * 5
     return [
         len(first["arm_first"]),
         len(first["base_first"]),
         len(first["undecided"]),
+        _csv_num(first["share_first"]),
         _csv_num(first["sign_p"]),
     ]
