@@ -63,6 +63,7 @@ import axal.rounds as rounds  # noqa: E402
 import axal.simulation as simulation  # noqa: E402
 import axal.training as training  # noqa: E402
 from axal.domain import TASKS  # noqa: E402
+from axal.environment import ISA_SETTINGS, cpu_features, cpu_model  # noqa: E402
 from axal.settings import build_model  # noqa: E402
 from axal.threads import usable_cpus  # noqa: E402
 
@@ -328,7 +329,7 @@ def isa(steps: int, reps: int, overrides: list[str]) -> dict:
             for name in names[rep % len(names) :] + names[: rep % len(names)]:
                 out = str(Path(tmp, f"{name}-{rep}.pt"))
                 env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-                for key in {k for v in ISAS.values() for k in v}:
+                for key in ISA_SETTINGS:  # native is what this processor picks by itself
                     env.pop(key, None)
                 env.update(ISAS[name])
                 cmd = [sys.executable, __file__, "--threads", "1", "--isa-child", out]
@@ -369,6 +370,8 @@ def isa(steps: int, reps: int, overrides: list[str]) -> dict:
         "threads": 1,
         "overrides": overrides,
         "load_avg_1m_before": load,
+        "cpu": cpu_model(),
+        "cpu_features": cpu_features(),
         "isas": table,
     }
 
