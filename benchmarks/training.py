@@ -221,17 +221,25 @@ def _training_step(cfg, channels_last: bool, dtype, compiled: bool = False):
     return step
 
 
+def _turns(names: list[str], reps: int):
+    """(rep, name) for ``reps`` rounds of every name, each round starting one name later, so
+    that a machine growing busier or quieter slows every setting alike."""
+    for rep in range(reps):
+        k = rep % len(names)
+        for name in names[k:] + names[:k]:
+            yield rep, name
+
+
 def _interleaved(steps: dict, reps: int, seconds: float) -> dict:
     """Median steps/s per setting, and the median ratio to the first setting's in each round."""
     rates: dict[str, list[float]] = {name: [] for name in steps}
     names = list(steps)
-    for rep in range(reps):
-        for name in names[rep % len(names) :] + names[: rep % len(names)]:
-            start, done = time.perf_counter(), 0
-            while done < 2 or time.perf_counter() - start < seconds:
-                steps[name]()
-                done += 1
-            rates[name].append(done / (time.perf_counter() - start))
+    for _, name in _turns(names, reps):
+        start, done = time.perf_counter(), 0
+        while done < 2 or time.perf_counter() - start < seconds:
+            steps[name]()
+            done += 1
+        rates[name].append(done / (time.perf_counter() - start))
     ref = rates[names[0]]
     median = statistics.median
     return {
@@ -324,20 +332,19 @@ def isa(steps: int, reps: int, overrides: list[str]) -> dict:
     names = list(ISAS)
     load = os.getloadavg()[0]  # other work on the machine: read the ratios, not the rates
     runs: dict[str, list[dict]] = {name: [] for name in names}
+    # native is what this processor picks by itself: no cap axal records is passed on
+    base = {k: v for k, v in os.environ.items() if k not in ISA_SETTINGS}
+    base.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    envs = {name: {**base, **ISAS[name]} for name in names}
     with tempfile.TemporaryDirectory() as tmp:
-        for rep in range(reps):
-            for name in names[rep % len(names) :] + names[: rep % len(names)]:
-                out = str(Path(tmp, f"{name}-{rep}.pt"))
-                env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-                for key in ISA_SETTINGS:  # native is what this processor picks by itself
-                    env.pop(key, None)
-                env.update(ISAS[name])
-                cmd = [sys.executable, __file__, "--threads", "1", "--isa-child", out]
-                cmd += ["--isa-steps", str(steps), *overrides]
-                line = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
-                row = json.loads(line.stdout.strip().splitlines()[-1])
-                row["weights"] = torch.load(out)
-                runs[name].append(row)
+        for rep, name in _turns(names, reps):
+            out = str(Path(tmp, f"{name}-{rep}.pt"))
+            cmd = [sys.executable, __file__, "--threads", "1", "--isa-child", out]
+            cmd += ["--isa-steps", str(steps), *overrides]
+            done = subprocess.run(cmd, env=envs[name], check=True, capture_output=True, text=True)
+            row = json.loads(done.stdout.strip().splitlines()[-1])
+            row["weights"] = torch.load(out)
+            runs[name].append(row)
     native = runs["native"][0]["weights"]
 
     def max_diff(a: dict, b: dict) -> float:
