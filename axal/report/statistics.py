@@ -211,9 +211,9 @@ def effort_to_aim(run: Mapping, full_dice: float) -> tuple[float, bool]:
 
 
 def first_to_reach(
-    arm: Mapping[str, float],
+    arm: Mapping[str, float | None],
     arm_censored: Iterable[str],
-    base: Mapping[str, float],
+    base: Mapping[str, float | None],
     base_censored: Iterable[str],
 ) -> dict:
     """Which of two arms reaches a target for less, seed by seed, when some seeds never reach
