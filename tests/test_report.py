@@ -974,3 +974,31 @@ def test_a_study_in_progress_is_reported_on_the_seeds_every_arm_and_replicate_fi
     }
     assert tem["full_data"]["reference"]["seeds"] == [0]  # seed 2's reference went with its seed
     assert main_report([root], out, include_unfinished=True, complete_seeds=True) == 2
+
+
+def test_the_report_names_the_seeds_whose_runs_trained_on_other_machines(tmp_path):
+    """Another processor's kernels train other floats: a seed split across machines is named."""
+    epyc = {"cpu": "AMD EPYC", "cpu_features": ["avx2", "avx512f"], "torch": "2.14.1"}
+    xeon = {**epyc, "cpu": "Intel Xeon", "cpu_capability": "AVX512"}
+    capped = {**xeon, "isa_settings": {"ONEDNN_MAX_CPU_ISA": "AVX2"}}
+    runs = [make_run("tem", st, s, random_dice, 12) for st in ("random", "bald") for s in (0, 1)]
+    runs[0]["environment"] = epyc  # random seed 0; bald seed 0 records none: not a mix
+    runs[1]["environment"] = epyc  # random seed 1
+    runs[3]["environment"] = epyc  # bald seed 1, resumed on two other machines
+    runs[3]["resumes"] = [{"environment": xeon}, {"environment": capped}, {"at": "no record"}]
+    summary = write_report(runs, tmp_path)
+    block = summary["datasets"]["tem"]["machines"]
+    epyc_l = "AMD EPYC, AVX512 kernels, torch 2.14.1"  # kernel set from the features
+    xeon_l = "Intel Xeon, AVX512 kernels, torch 2.14.1"
+    capped_l = xeon_l + ", ONEDNN_MAX_CPU_ISA=AVX2"
+    assert block["runs"] == {epyc_l: 3, xeon_l: 1, capped_l: 1}
+    assert block["not_recorded"] == 1
+    assert block["mixed_seeds"] == {"1": sorted([epyc_l, xeon_l, capped_l])}
+    md = (tmp_path / "table.md").read_text()
+    assert "runs trained on 3 machines" in md and "1 run(s) recorded no machine" in md
+    assert "seed(s) 1: runs of one seed trained on more than one machine" in md
+    assert "seed(s) 1: runs of one seed" in (tmp_path / "report.html").read_text()
+    for run in runs:  # one machine for every run that recorded one: nothing to say
+        run["environment"], run["resumes"] = epyc, []
+    one = write_report(runs, tmp_path / "one")["datasets"]["tem"]
+    assert one["machines"]["mixed_seeds"] == {} and not any("machines" in n for n in one["notes"])
