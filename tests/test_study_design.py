@@ -280,3 +280,20 @@ def test_a_follow_on_arm_keeps_the_study_design_and_its_round_0s(experiment, arm
     caches = {o for j in jobs for o in j.overrides if o.startswith("al.first_round_cache=")}
     assert caches == {f"al.first_round_cache='{study_dir / 'first_rounds'}'"}
     assert report_with(cfg) == [study_dir]
+
+
+def test_the_sem_study_has_the_tem_studys_design_on_two_seeds_per_rat():
+    """The SEM study is compared with the TEM one: the same arms, budget grid and reference
+    length, leave one rat out, and 2K seeds for K = 8 rats."""
+    tem = compose_sweep(["experiment=tem_tile_axonmyelin"])
+    sem = compose_sweep(["experiment=sem_tile_axonmyelin"])
+    assert sem.dataset.name == "sem" and sem.task == "axonmyelin"
+    for key in ("dataset.test_subjects", "al.per_round", "al.rounds", "trainer.steps"):
+        assert OmegaConf.select(sem, key) == OmegaConf.select(tem, key), key
+    seeds = {f"seed{s}" for s in range(16)}
+    arms = _arms(expand(sem, []))
+    assert set(arms) == set(_arms(expand(tem, [])))
+    assert all(runs == seeds for runs in arms.values())
+    full = compose_sweep(["experiment=sem_full_axonmyelin"])
+    assert full.trainer.steps == 5400 and full.sweep.dir == sem.sweep.dir
+    assert _arms(expand(full, [])) == {"strategy=full": seeds, "strategy=full,replicate=1": seeds}
