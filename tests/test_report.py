@@ -1002,3 +1002,15 @@ def test_the_report_names_the_seeds_whose_runs_trained_on_other_machines(tmp_pat
         run["environment"], run["resumes"] = epyc, []
     one = write_report(runs, tmp_path / "one")["datasets"]["tem"]
     assert one["machines"]["mixed_seeds"] == {} and not any("machines" in n for n in one["notes"])
+
+
+def test_the_report_lists_seeds_by_number_not_as_text(tmp_path):
+    """Seeds come back from JSON keys as strings; a reader expects seed 2 before seed 10."""
+    epyc = {"cpu": "AMD EPYC", "cpu_capability": "AVX512", "torch": "2.14.1"}
+    xeon = {**epyc, "cpu": "Intel Xeon"}
+    runs = [make_run("tem", st, s, random_dice, 12) for st in ("random", "bald") for s in (10, 2)]
+    for run in runs:
+        run["environment"], run["resumes"] = epyc, [{"environment": xeon}]
+    summary = write_report(runs, tmp_path)
+    assert list(summary["datasets"]["tem"]["machines"]["mixed_seeds"]) == ["2", "10"]
+    assert "seed(s) 2, 10: runs of one seed" in (tmp_path / "table.md").read_text()

@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from axal.report.ordering import natural_key
 from axal.report.statistics import FRACTION, N_LABELLED, interpolate_at, learning_curve, t_interval
-from axal.report.summary import _group, _rkey, _seed_key
+from axal.report.summary import _group
 from axal.report.tables import _num
 
 MAP_NAME = re.compile(r"round-(\d+)_(picked|fixed)_(.+)\.(?:png|svg)$", re.IGNORECASE)
@@ -121,7 +122,7 @@ def paired_differences(summary: dict, runs: list[dict]) -> dict[str, dict[str, d
             diffs = np.array(
                 [
                     _curve_at(per[k], budget, xs) - _curve_at(groups[ds][base][k], budget, xs)
-                    for k in sorted(seeds, key=_seed_key)
+                    for k in sorted(seeds, key=natural_key)
                 ]
             )
             cur: dict[str, list] = {"x": [], "mean": [], "ci_low": [], "ci_high": [], "n": []}
@@ -227,7 +228,7 @@ def _run_maps(run: Mapping) -> list[tuple[str, list[Path]]]:
     base = Path(run.get("_path", ".")).parent
     return [
         (rnd, [base / f for f in ([files] if isinstance(files, str) else list(files or []))])
-        for rnd, files in sorted(dict(top).items(), key=lambda kv: _rkey(kv[0]))
+        for rnd, files in sorted(dict(top).items(), key=lambda kv: natural_key(kv[0]))
     ]
 
 
@@ -242,7 +243,7 @@ def _uncertainty_entries(runs: list[dict]) -> dict[str, dict[str, dict]]:
                 continue
             # maps are not committed with a sweep: show the lowest seed whose files are here
             here = [s for s, m in maps.items() if any(f.is_file() for _, fs in m for f in fs)]
-            seed = min(here or maps, key=_seed_key)
+            seed = min(here or maps, key=natural_key)
             out.setdefault(ds, {})[st] = {
                 "seed": seed,
                 "rounds": maps[seed],

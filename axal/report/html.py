@@ -13,8 +13,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from axal.report.figures import map_caption
+from axal.report.ordering import natural_key
 from axal.report.statistics import run_unit
-from axal.report.summary import _seed_key, strategy_name
+from axal.report.summary import strategy_name
 from axal.report.tables import (
     _group_title,
     aim_definitions,
@@ -223,7 +224,7 @@ def _html(
                 str(r["dataset"]),
                 run_unit(r),
                 strategy_name(r),
-                _seed_key(r["seed"]),
+                natural_key(r["seed"]),
             ),
         )
     ]

@@ -12,6 +12,8 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
+from axal.report.ordering import natural_key
+
 
 def machine_label(env: Mapping[str, Any]) -> str:
     """One machine's name in the report: the device, the kernel set and torch.
@@ -58,12 +60,8 @@ def machines(runs: list[Mapping[str, Any]]) -> dict[str, Any]:
     return {
         "runs": dict(sorted(count.items())),
         "not_recorded": sum(not labels for _, labels in per_run),
-        "mixed_seeds": dict(sorted(mixed.items(), key=lambda kv: _seed_order(kv[0]))),
+        "mixed_seeds": dict(sorted(mixed.items(), key=lambda kv: natural_key(kv[0]))),
     }
-
-
-def _seed_order(seed: str) -> tuple:
-    return (0, int(seed), "") if seed.lstrip("-").isdigit() else (1, 0, seed)
 
 
 def machine_notes(block: Mapping[str, Any]) -> list[str]:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from axal.domain import semi_suffix
+from axal.report.ordering import natural_key
 from axal.report.provenance import machine_notes, machines
 from axal.report.statistics import (
     AIM_EFFORT_RATIO,
@@ -224,7 +225,7 @@ def complete_seeds(runs: list[dict]) -> tuple[list[dict], list[str]]:
     keep = {ds: {s for s, have in per.items() if have >= arms[ds]} for ds, per in done.items()}
     notes = []
     for ds, per in done.items():
-        left = sorted(set(per) - keep[ds], key=_seed_key)
+        left = sorted(set(per) - keep[ds], key=natural_key)
         if left:
             notes.append(
                 f"{ds}: seed(s) {', '.join(str(s) for s in left)} left out: not every arm "
@@ -288,17 +289,6 @@ def _baseline_name(strategies: Mapping[str, Mapping[Any, dict]]) -> str | None:
     return None
 
 
-def _seed_key(seed: Any) -> tuple:
-    return (0, seed, "") if isinstance(seed, (int, float)) else (1, 0, str(seed))
-
-
-def _rkey(k: Any) -> tuple:
-    try:
-        return (0, float(k), "")
-    except (TypeError, ValueError):
-        return (1, 0.0, str(k))
-
-
 # --------------------------------------------------------------------------------------------
 # Full-data Dice: the reference runs, else the old fallback
 # --------------------------------------------------------------------------------------------
@@ -360,9 +350,10 @@ def _full_reference(
             full[seed], source[seed] = float("nan"), "unavailable"
     note = None
     if lacking:
+        over = ", ".join(str(s) for s in sorted(dice, key=natural_key))
         note = (
             f"no full-data run for seed(s) {', '.join(str(s) for s in lacking)}: the mean "
-            f"full-data Dice over seed(s) {', '.join(str(s) for s in sorted(dice, key=_seed_key))}"
+            f"full-data Dice over seed(s) {over}"
             " used there (not paired)"
         )
     if not values:
@@ -371,7 +362,7 @@ def _full_reference(
     lo, hi = t_interval(values)
     reference = {
         "n_seeds": len(values),
-        "seeds": sorted(dice, key=_seed_key),
+        "seeds": sorted(dice, key=natural_key),
         "per_seed": {str(s): v for s, v in dice.items()},
         "mean": m,
         "std": sd,
@@ -379,7 +370,7 @@ def _full_reference(
         "ci_high": hi,
         "restarts": sum(run_restarts(d)[0] for r in full_runs.values() for d in draws(r)),
         "paths": [
-            d.get("_path") for s in sorted(full_runs, key=_seed_key) for d in draws(full_runs[s])
+            d.get("_path") for s in sorted(full_runs, key=natural_key) for d in draws(full_runs[s])
         ],
     }
     n_draws = sum(len(draws(r)) for r in full_runs.values())
@@ -392,7 +383,7 @@ def _full_data_fallback(
     strategies: dict[str, dict[Any, dict]], baseline: str | None, budget: str = N_LABELLED
 ) -> tuple[dict[Any, float], dict[Any, str], str | None]:
     """Without reference runs: a run that labelled the whole pool, else random's last Dice."""
-    seeds = sorted({s for per in strategies.values() for s in per}, key=_seed_key)
+    seeds = sorted({s for per in strategies.values() for s in per}, key=natural_key)
     full: dict[Any, float] = {}
     source: dict[Any, str] = {}
     fallback: dict[Any, float] = {}
@@ -661,7 +652,7 @@ def summarize(runs: list[dict], few_seeds: bool = False) -> dict:
             curve_x = list(np.linspace(n_min, n_max, CURVE_POINTS))
         else:
             curve_x = points
-        seeds_all = sorted({s for per in strategies.values() for s in per}, key=_seed_key)
+        seeds_all = sorted({s for per in strategies.values() for s in per}, key=natural_key)
         reference = None
         if full_runs:
             full, full_source, full_note, reference = _full_reference(full_runs, seeds_all)
@@ -682,7 +673,7 @@ def summarize(runs: list[dict], few_seeds: bool = False) -> dict:
         order = _strategy_order(strategies, baseline)
         for st in order:
             per = strategies[st]
-            seeds = sorted(per, key=_seed_key)
+            seeds = sorted(per, key=natural_key)
             alc, l95, l100, c95, c100, f95, cf95 = {}, {}, {}, {}, {}, {}, {}
             i95, ci95 = {}, {}
             for seed in seeds:
@@ -930,7 +921,7 @@ def _ratio_with_ci(cur: dict, base: dict) -> tuple[float, list[float], list[str]
     lo, hi = bootstrap_ratio_ci(a, b)
     censored = sorted(
         (set(cur.get("censored_seeds", [])) | set(base.get("censored_seeds", []))) & set(seeds),
-        key=_rkey,
+        key=natural_key,
     )
     return ratio, [lo, hi], seeds, censored
 
@@ -1018,8 +1009,8 @@ def _aim_ratio(cur: dict, base: dict) -> dict:
     (fewer have no interval). A censored random makes the ratio too high (conservative); a
     censored arm makes it too low, so the aim is not reached then."""
     ratio, ci, seeds, _ = _ratio_with_ci(cur, base)
-    arm_censored = sorted(set(cur.get("censored_seeds", [])) & set(seeds), key=_rkey)
-    base_censored = sorted(set(base.get("censored_seeds", [])) & set(seeds), key=_rkey)
+    arm_censored = sorted(set(cur.get("censored_seeds", [])) & set(seeds), key=natural_key)
+    base_censored = sorted(set(base.get("censored_seeds", [])) & set(seeds), key=natural_key)
     hi = _nan(ci[1])
     if len(seeds) < BOOTSTRAP_MIN_SEEDS or not math.isfinite(hi):
         verdict = f"not shown ({len(seeds)} paired seeds; a verdict needs {BOOTSTRAP_MIN_SEEDS})"
