@@ -1014,3 +1014,23 @@ def test_the_report_lists_seeds_by_number_not_as_text(tmp_path):
     summary = write_report(runs, tmp_path)
     assert list(summary["datasets"]["tem"]["machines"]["mixed_seeds"]) == ["2", "10"]
     assert "seed(s) 2, 10: runs of one seed" in (tmp_path / "table.md").read_text()
+
+
+def test_the_report_names_seeds_whose_arms_trained_their_shared_round_0_apart(tmp_path):
+    """A lost round-0 cache entry trained again elsewhere breaks the pairing the design makes."""
+    runs = [make_run("tem", st, s, random_dice, 12) for st in ("random", "bald") for s in (0, 1, 2)]
+    for run in runs:
+        seed, first = run["seed"], run["rounds"][0]
+        entry = f"/somewhere/first_rounds/seed{seed}-abc"
+        if seed == 0 or run["strategy"] == "random":  # seed 0: both arms trained the entry
+            first["shared_first_round"] = {"entry": entry, "trained_here": True}
+        else:  # seeds 1 and 2: bald loaded what random trained
+            first["shared_first_round"] = {"entry": entry, "trained_here": False}
+    runs[3]["rounds"][0]["test"]["dice"] = runs[0]["rounds"][0]["test"]["dice"] + 0.02
+    group = write_report(runs, tmp_path)["datasets"]["tem"]
+    assert list(group["round_0_apart"]) == ["0"]
+    assert set(group["round_0_apart"]["0"][0]["test_dice"]) == {"random", "bald"}
+    assert "round 0 trained apart on seed(s) 0 (bald " in (tmp_path / "table.md").read_text()
+    runs[3]["rounds"][0]["test"]["dice"] = runs[0]["rounds"][0]["test"]["dice"]  # same weights
+    again = write_report(runs, tmp_path / "same")["datasets"]["tem"]
+    assert again["round_0_apart"] == {} and not any("round 0" in n for n in again["notes"])

@@ -1,15 +1,18 @@
-"""The machines a study's runs ran on, from the ``environment`` each run records.
+"""Where a study's runs came from: the machines they ran on, and the round 0 they shared.
 
 The same config, seed and thread count train to other floats under another processor's
 kernels (``benchmarks/training.py --isa``, docs/engine.md). A seed whose arms ran on two
 machines is still paired on its split, picks' draws and training seeds, but not on its
-floats, so the report names such seeds rather than leaving a reader to find them.
+floats, so the report names such seeds rather than leaving a reader to find them. Likewise a
+seed's arms share one round 0 through the round-0 cache; when that entry was trained more than
+once to other weights, those arms are not paired on it, and the report says so.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
+from pathlib import PurePath
 from typing import Any
 
 from axal.report.ordering import natural_key
@@ -81,3 +84,46 @@ def machine_notes(block: Mapping[str, Any]) -> list[str]:
             "pairs share the split and the draws but not the processor's floats"
         )
     return notes
+
+
+def round_0_apart(runs: list[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Per seed, the shared round-0 entries that several arms each trained, to other weights.
+
+    The cache (``al.first_round_cache``) is not committed, so an entry lost with a machine is
+    trained again by the next arm that needs it: bit for bit the same on one machine, not on
+    another (seed 18 of ``tem_tile_axonmyelin``: test Dice 0.704 and 0.678). Judged by the
+    round-0 test Dice each training arm recorded; arms that loaded the entry are not listed.
+    """
+    trained: dict[tuple[str, str], dict[str, float]] = {}
+    for run in runs:
+        first = next((r for r in run.get("rounds") or [] if r.get("round") == 0), {})
+        shared = first.get("shared_first_round") or {}
+        dice = (first.get("test") or {}).get("dice")
+        if shared.get("trained_here") and shared.get("entry") and dice is not None:
+            arm = str(run.get("label") or run.get("strategy"))
+            if run.get("replicate"):
+                arm += f" (replicate {run['replicate']})"
+            key = (str(run.get("seed")), PurePath(str(shared["entry"])).name)
+            trained.setdefault(key, {})[arm] = float(dice)
+    apart: dict[str, list[dict[str, Any]]] = {}
+    for (seed, entry), by_arm in sorted(trained.items(), key=lambda kv: natural_key(kv[0][0])):
+        if len(set(by_arm.values())) > 1:
+            apart.setdefault(seed, []).append(
+                {"entry": entry, "test_dice": dict(sorted(by_arm.items()))}
+            )
+    return apart
+
+
+def round_0_notes(apart: Mapping[str, list[Mapping[str, Any]]]) -> list[str]:
+    """The report's note on seeds whose arms trained their shared round 0 apart."""
+    if not apart:
+        return []
+    told = "; ".join(
+        f"{seed} (" + ", ".join(f"{arm} {dice:.3f}" for arm, dice in e["test_dice"].items()) + ")"
+        for seed, entries in apart.items()
+        for e in entries
+    )
+    return [
+        f"round 0 trained apart on seed(s) {told}: arms meant to share one round 0 each trained "
+        "it, to other weights (round-0 test Dice per arm), so they are not paired on it"
+    ]

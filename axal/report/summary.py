@@ -18,7 +18,7 @@ import numpy as np
 
 from axal.domain import semi_suffix
 from axal.report.ordering import natural_key
-from axal.report.provenance import machine_notes, machines
+from axal.report.provenance import machine_notes, machines, round_0_apart, round_0_notes
 from axal.report.statistics import (
     AIM_EFFORT_RATIO,
     BOOTSTRAP_MIN_SEEDS,
@@ -621,8 +621,8 @@ def summarize(runs: list[dict], few_seeds: bool = False) -> dict:
         baseline = _baseline_name(strategies)
         ds_notes: list[str] = _group_notes(ds, members)
         ds_notes += few
-        ran_on = machines(members)
-        ds_notes += machine_notes(ran_on)
+        ran_on, apart = machines(members), round_0_apart(members)
+        ds_notes += machine_notes(ran_on) + round_0_notes(apart)
         if baseline is None and strategies:
             ds_notes.append("no random baseline: savings, ratios and p-values not computed")
         # per seed, one curve per draw (the seed's run and its replicates)
@@ -817,6 +817,7 @@ def summarize(runs: list[dict], few_seeds: bool = False) -> dict:
             "per_subject": _per_subject(strategies, order, full_runs, n_max, budget, metrics),
             "restarts_total": restarts_total,
             "machines": ran_on,
+            "round_0_apart": apart,
             "notes": ds_notes,
         }
     n_unfinished = sum(not r.get("_finished", True) for r in runs)
