@@ -11,7 +11,7 @@ once to other weights, those arms are not paired on it, and the report says so.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import PurePath
 from typing import Any
 
@@ -86,13 +86,16 @@ def machine_notes(block: Mapping[str, Any]) -> list[str]:
     return notes
 
 
-def round_0_apart(runs: list[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+def round_0_apart(
+    runs: list[Mapping[str, Any]], arm: Callable[[Mapping[str, Any]], str]
+) -> dict[str, list[dict[str, Any]]]:
     """Per seed, the shared round-0 entries that several arms each trained, to other weights.
 
     The cache (``al.first_round_cache``) is not committed, so an entry lost with a machine is
     trained again by the next arm that needs it: bit for bit the same on one machine, not on
     another (seed 18 of ``tem_tile_axonmyelin``: test Dice 0.704 and 0.678). Judged by the
     round-0 test Dice each training arm recorded; arms that loaded the entry are not listed.
+    ``arm`` names a run as the report does (the caller's, so there is one naming rule).
     """
     trained: dict[tuple[str, str], dict[str, float]] = {}
     for run in runs:
@@ -100,11 +103,8 @@ def round_0_apart(runs: list[Mapping[str, Any]]) -> dict[str, list[dict[str, Any
         shared = first.get("shared_first_round") or {}
         dice = (first.get("test") or {}).get("dice")
         if shared.get("trained_here") and shared.get("entry") and dice is not None:
-            arm = str(run.get("label") or run.get("strategy"))
-            if run.get("replicate"):
-                arm += f" (replicate {run['replicate']})"
             key = (str(run.get("seed")), PurePath(str(shared["entry"])).name)
-            trained.setdefault(key, {})[arm] = float(dice)
+            trained.setdefault(key, {})[arm(run)] = float(dice)
     apart: dict[str, list[dict[str, Any]]] = {}
     for (seed, entry), by_arm in sorted(trained.items(), key=lambda kv: natural_key(kv[0][0])):
         if len(set(by_arm.values())) > 1:

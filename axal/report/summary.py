@@ -134,6 +134,12 @@ def strategy_name(run: Mapping) -> str:
     return name if suffix[1:] in name else name + suffix
 
 
+def _draw_name(run: Mapping) -> str:
+    """One draw's name in a note: its arm, and its replicate when it is one."""
+    rep = run_replicate(run)
+    return strategy_name(run) + (f" (replicate {rep})" if rep else "")
+
+
 def run_replicate(run: Mapping) -> int:
     """The run's ``al.replicate`` (another draw of its seed); 0 for runs recorded before."""
     value = run.get("replicate")
@@ -621,7 +627,7 @@ def summarize(runs: list[dict], few_seeds: bool = False) -> dict:
         baseline = _baseline_name(strategies)
         ds_notes: list[str] = _group_notes(ds, members)
         ds_notes += few
-        ran_on, apart = machines(members), round_0_apart(members)
+        ran_on, apart = machines(members), round_0_apart(members, _draw_name)
         ds_notes += machine_notes(ran_on) + round_0_notes(apart)
         if baseline is None and strategies:
             ds_notes.append("no random baseline: savings, ratios and p-values not computed")
